@@ -1,0 +1,244 @@
+"""Read network pickles without running anything the file asks for.
+
+A pickle is a small program: each GLOBAL names a callable that the reader looks up and calls. NVIDIA's
+network pickles need only a handful of them, so this reader answers an exact list of (module, name) pairs
+with stand-ins of our own (tensors are rebuilt through torch's weights-only loader, numpy values from raw
+bytes, persistent network objects become inert `PersistentRecord`s whose `module_src` is never run) and
+refuses everything else by name. Nothing from `dnnlib` or `torch_utils` is ever imported.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import re
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+
+from models.checkpoints.errors import CheckpointError
+
+
+class UnsafeContent(Exception):
+    """Raised while reading when the file asks for something a checkpoint never needs."""
+
+
+class EasyDict(dict):
+    """Stand-in for `dnnlib.util.EasyDict`: a dict subclass with no behaviour of its own."""
+
+
+class PersistentRecord:
+    """Inert stand-in for an object NVIDIA pickled through `torch_utils.persistence`.
+
+    Holds the class name and the module's pickled `__dict__` (`state`); the accompanying source code is
+    dropped unread.
+    """
+
+    __slots__ = ("class_name", "state")
+
+    def __init__(self, class_name: str, state: dict):
+        self.class_name, self.state = class_name, state
+
+    def __setstate__(self, state: Any) -> None:
+        raise UnsafeContent("it tries to modify a network record after building it")
+
+
+class TFNetworkRecord:
+    """Stand-in for `dnnlib.tflib.network.Network`, so that TensorFlow pickles can be recognised and named."""
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+class NumpyDType:
+    """Stand-in for `numpy.dtype(...)` in a pickle; `resolve()` gives the real dtype, for plain data only."""
+
+    def __init__(self, spec: Any, align: Any = False, copy: Any = False):
+        if not isinstance(spec, str):
+            raise UnsafeContent(f"it describes a numpy dtype with {type(spec).__name__}, not a type code")
+        self.spec, self.byteorder = spec, "="
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "|", "="):
+            self.byteorder = state[1]
+
+    def resolve(self) -> np.dtype:
+        try:
+            dtype = np.dtype(self.spec)
+        except TypeError as exc:
+            raise UnsafeContent(f"it uses an unknown numpy dtype {self.spec!r}") from exc
+        if dtype.kind not in "biufcSU" or dtype.fields is not None:
+            raise UnsafeContent(f"it holds numpy data of type {self.spec!r}; only plain numbers are allowed")
+        return dtype.newbyteorder(self.byteorder) if self.byteorder in "<>" else dtype
+
+
+class NumpyArray:
+    """Stand-in for a pickled `numpy.ndarray`; the array is rebuilt from raw bytes into `array`."""
+
+    array: np.ndarray
+
+    def __setstate__(self, state: Any) -> None:
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise UnsafeContent("it holds a numpy array in an unknown layout")
+        _, shape, dtype, fortran, raw = state
+        if not isinstance(dtype, NumpyDType) or not isinstance(raw, bytes):
+            raise UnsafeContent("it holds a numpy array of objects; only plain numbers are allowed")
+        if not (isinstance(shape, tuple) and all(isinstance(n, int) and n >= 0 for n in shape)):
+            raise UnsafeContent("it holds a numpy array with an invalid shape")
+        flat = np.frombuffer(raw, dtype=dtype.resolve())
+        self.array = flat.reshape(shape, order="F" if fortran else "C").copy()
+
+
+def _numpy_reconstruct(cls: Any, shape: Any, typecode: Any) -> NumpyArray:
+    if cls is not NumpyArray:
+        raise UnsafeContent("it rebuilds a numpy array of a class other than numpy.ndarray")
+    return NumpyArray()
+
+
+def _numpy_scalar(dtype: Any, data: Any = None) -> np.generic:
+    if not isinstance(dtype, NumpyDType) or not isinstance(data, bytes):
+        raise UnsafeContent("it holds a numpy scalar of objects; only plain numbers are allowed")
+    resolved = dtype.resolve()
+    if len(data) != resolved.itemsize:
+        raise ValueError(f"a numpy {resolved} scalar has {len(data)} bytes")
+    return np.frombuffer(data, dtype=resolved)[0].copy()
+
+
+def _latin1_bytes(text: Any, encoding: Any = "latin1") -> bytes:
+    """`_codecs.encode` as protocol-2 pickles use it to store bytes; any other use is refused."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise UnsafeContent(f"it calls _codecs.encode with {encoding!r}; pickles store bytes with 'latin1'")
+    return text.encode("latin1")
+
+
+def _persistent_record(meta: Any) -> PersistentRecord:
+    """Stand-in for `torch_utils.persistence._reconstruct_persistent_obj`: keeps the state, never the code."""
+    if not isinstance(meta, dict) or meta.get("type") != "class":
+        raise UnsafeContent("it holds a persistent object that is not a pickled class instance")
+    class_name, state = meta.get("class_name"), meta.get("state")
+    if not isinstance(class_name, str) or not isinstance(state, dict):
+        raise UnsafeContent("it holds a persistent object without a class name and state")
+    return PersistentRecord(class_name, state)
+
+
+def _rebuild_tensor(
+    storage: Any,
+    offset: Any,
+    size: Any,
+    stride: Any,
+    requires_grad: Any = False,
+    hooks: Any = None,
+    metadata: Any = None,
+) -> torch.Tensor:
+    """`torch._utils._rebuild_tensor_v2` on checked arguments; backward hooks and metadata are dropped."""
+    if not isinstance(storage, torch.storage.TypedStorage):
+        raise UnsafeContent(f"it builds a tensor from a {type(storage).__name__} instead of a storage")
+    ints = [offset, *size, *stride] if isinstance(size, tuple) and isinstance(stride, tuple) else None
+    if ints is None or len(size) != len(stride) or not all(type(n) is int and n >= 0 for n in ints):
+        raise ValueError("a tensor has an invalid offset, size or stride")
+    return torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict())
+
+
+def _rebuild_parameter(data: Any, requires_grad: Any = False, hooks: Any = None) -> torch.Tensor:
+    if not isinstance(data, torch.Tensor):
+        raise UnsafeContent(f"it builds a parameter from a {type(data).__name__} instead of a tensor")
+    return data
+
+
+def _load_storage(data: Any) -> torch.storage.TypedStorage:
+    """`torch.storage._load_from_bytes`: the bytes are a legacy `torch.save` of one storage."""
+    if not isinstance(data, bytes):
+        raise UnsafeContent(f"it loads a storage from a {type(data).__name__} instead of bytes")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # TypedStorage deprecation: these files hold them
+        storage = weights_only_load(io.BytesIO(data))
+    if not isinstance(storage, torch.storage.TypedStorage):
+        raise UnsafeContent(f"its storage bytes hold a {type(storage).__name__}, not a storage")
+    return storage
+
+
+ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
+    ("torch_utils.persistence", "_reconstruct_persistent_obj"): _persistent_record,
+    ("dnnlib.util", "EasyDict"): EasyDict,
+    ("dnnlib.tflib.network", "Network"): TFNetworkRecord,
+    ("collections", "OrderedDict"): OrderedDict,
+    ("builtins", "set"): set,
+    ("__builtin__", "set"): set,  # the spelling of protocol-2 pickles
+    ("_codecs", "encode"): _latin1_bytes,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch.storage", "_load_from_bytes"): _load_storage,
+    ("numpy", "dtype"): NumpyDType,
+    ("numpy", "ndarray"): NumpyArray,
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """`pickle.Unpickler` that resolves only `ALLOWED_GLOBALS` and refuses persistent ids."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            reason = f"it references {module}.{name}, which a network pickle never needs"
+            raise UnsafeContent(reason) from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafeContent("it asks for an external object (a persistent id); network pickles never do")
+
+
+def restricted_load(path: Path, file: IO[bytes]) -> Any:
+    """Unpickle `file` with `RestrictedUnpickler`; every failure becomes a `CheckpointError` naming `path`."""
+    try:
+        return RestrictedUnpickler(file).load()
+    except UnsafeContent as exc:
+        raise CheckpointError(path, str(exc), refused=True) from None
+    except EOFError:
+        raise CheckpointError(path, "the pickle ends early: the file is truncated") from None
+    except (CheckpointError, MemoryError):
+        raise
+    except Exception as exc:
+        raise CheckpointError(path, f"the pickle is corrupt ({type(exc).__name__}: {exc})") from None
+
+
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def weights_only_load(file: IO[bytes] | Path, extra_globals: tuple[type, ...] = ()) -> Any:
+    """`torch.load(weights_only=True)` on the CPU; a refusal becomes `UnsafeContent` naming the global."""
+    try:
+        with torch.serialization.safe_globals(list(extra_globals)):
+            return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" not in text:
+            raise
+        if found := _REFUSED_GLOBAL.search(text):
+            raise UnsafeContent(f"it references {found.group(1)}, which a checkpoint never needs") from None
+        detail = next((line.strip() for line in text.splitlines() if "Unsupported" in line), "")
+        detail = detail or "weights-only load failed"
+        raise UnsafeContent(f"it holds more than tensors and plain data ({detail})") from None
+
+
+def to_plain(value: Any, where: str) -> Any:
+    """Recorded settings as JSON-ready Python (dicts, lists, numbers, strings); anything else is refused."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise ValueError(f"{where} has non-text keys")
+        return {k: to_plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v, where) for v in value]
+    raise ValueError(f"{where} holds a {type(value).__name__}, where settings hold plain values")

@@ -1,0 +1,30 @@
+"""Fixtures for training tests: procedural datasets (red discs on white) and tiny network settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+# A network small enough that a training step takes milliseconds on two CPU cores.
+TINY = dict(resolution=16, channel_base=256, channel_max=32, z_dim=32, w_dim=32, map_layers=2)
+
+
+def make_discs(folder: Path, count: int, size: int = 32, seed: int = 0) -> Path:
+    """`count` images of a red disc of random size and place on white."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        image = Image.new("RGB", (size, size), "white")
+        r = int(rng.integers(size // 6, size // 3))
+        cx, cy = rng.integers(r, size - r, size=2)
+        ImageDraw.Draw(image).ellipse([cx - r, cy - r, cx + r, cy + r], fill=(220, 30, 30))
+        image.save(folder / f"disc-{i:03d}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def discs_folder(tmp_path_factory) -> Path:
+    return make_discs(tmp_path_factory.mktemp("discs"), 48)

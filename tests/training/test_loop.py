@@ -1,0 +1,235 @@
+"""The training loop for real: learning, ADA, exact resume, stop/kill/resume through the CLI, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.checkpoints import load_checkpoint
+from models.seeds import z_from_seed
+from tests.training.conftest import TINY
+from training.config import ConfigError, TrainConfig
+from training.loop import InfiniteSampler, train
+from training.run_dir import RunDir, to_uint8
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
+    values = dict(
+        data=str(data), out=str(out), kimg=0.064, batch=8, snap_kimg=0.032, sample_kimg=0.032,
+        pl_weight=0.0, **TINY,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def cli_args(data: Path, out: Path, kimg: float, *extra: str) -> list[str]:
+    args = [
+        sys.executable, "-m", "training", "--data", str(data), "--out", str(out), "--kimg", str(kimg),
+        "--batch", "8", "--events", "jsonl", "--snap-kimg", "0.016", "--sample-kimg", "1",
+    ]
+    for key, value in TINY.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    return args + list(extra)
+
+
+def events_of(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def render_seeds(G, n: int) -> np.ndarray:
+    z = torch.cat([z_from_seed(s, G.z_dim) for s in range(n)])
+    with torch.inference_mode():
+        return to_uint8(G.render(z, noise_mode="const")).astype(np.float64)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [("kimg", 0, "--kimg"), ("resolution", 48, "power of two"), ("aug", "magic", "--aug"), ("g_lr", 2.0, "--g-lr"),
+     ("crop", "zoom", "--crop"), ("precision", "fp8", "--precision")],
+)
+def test_bad_options_are_named(tmp_path, option, value, message):
+    config = tiny_config(tmp_path, tmp_path / "run", **{option: value})
+    with pytest.raises(ConfigError, match=message):
+        config.validate()
+
+
+def test_scratch_needs_a_resolution(tmp_path, discs_folder):
+    config = tiny_config(discs_folder, tmp_path / "run", resolution=None)
+    with pytest.raises(ConfigError, match="--resolution is required"):
+        train(config)
+
+
+def test_sampler_is_position_addressable_and_shares_out_ranks():
+    whole = InfiniteSampler(10, seed=3)
+    stream = [i for _, i in zip(range(25), iter(whole), strict=False)]
+    assert sorted(stream[:10]) == list(range(10))  # each epoch is a permutation
+    resumed = InfiniteSampler(10, seed=3, start=7)
+    assert [i for _, i in zip(range(18), iter(resumed), strict=False)] == stream[7:25]
+    rank0 = InfiniteSampler(10, seed=3, rank=0, world_size=2)
+    rank1 = InfiniteSampler(10, seed=3, rank=1, world_size=2)
+    r0 = [i for _, i in zip(range(5), iter(rank0), strict=False)]
+    r1 = [i for _, i in zip(range(5), iter(rank1), strict=False)]
+    assert r0 == stream[0:10:2] and r1 == stream[1:10:2]
+
+
+@pytest.mark.slow
+def test_training_moves_samples_toward_the_data(tmp_path, discs_folder):
+    """A minute of training from scratch pulls the generator's colours toward red discs on white."""
+    reals = np.stack([np.asarray(p.convert("RGB").resize((16, 16))) for p in map(_open, sorted(discs_folder.iterdir()))])
+    real_mean = reals.reshape(-1, 3).mean(0)
+    config = tiny_config(discs_folder, tmp_path / "run", kimg=3.2, batch=16, snap_kimg=3.2, sample_kimg=3.2, aug="none", g_lr=0.005, d_lr=0.005)
+    events: list[dict] = []
+    result = train(config, events.append)
+    assert result["status"] == "completed" and result["kimg"] >= 3.2
+    bundle = load_checkpoint(result["checkpoint"])
+    before = render_seeds(_initial_generator(config), 32)
+    after = render_seeds(bundle.G_ema, 32)
+    gap_before = np.abs(before.reshape(-1, 3).mean(0) - real_mean).mean()
+    gap_after = np.abs(after.reshape(-1, 3).mean(0) - real_mean).mean()
+    assert gap_after < 0.5 * gap_before, (gap_before, gap_after)
+    # White background dominates the data: most generated pixels must have become light.
+    assert (after.mean(-1) > 150).mean() > 0.5
+    kinds = {e["event"] for e in events}
+    assert {"started", "import_report", "progress", "samples", "checkpoint", "finished"} <= kinds
+    progress = [e for e in events if e["event"] == "progress"][-1]
+    assert {"step", "kimg", "losses", "augment_p", "images_per_s", "eta_s"} <= progress.keys()
+    run = RunDir(config.out)
+    assert json.loads(run.config_path.read_text())["kimg"] == 3.2
+    assert sum(1 for _ in run.stats_path.open()) >= 3
+    assert len(run.checkpoints()) <= config.keep_checkpoints
+
+
+def _open(path):
+    from PIL import Image
+
+    return Image.open(path)
+
+
+def _initial_generator(config: TrainConfig):
+    from models.stylegan2 import Generator
+
+    torch.manual_seed(config.seed)
+    return Generator(
+        config.z_dim, 0, config.w_dim, config.resolution, 3, mapping_kwargs=dict(num_layers=config.map_layers),
+        synthesis_kwargs=dict(channel_base=config.channel_base, channel_max=config.channel_max),
+    ).eval()
+
+
+def test_ada_raises_p_on_a_tiny_dataset(tmp_path, discs_folder):
+    few = tmp_path / "few"
+    few.mkdir()
+    for path in sorted(discs_folder.iterdir())[:6]:
+        (few / path.name).write_bytes(path.read_bytes())
+    config = tiny_config(few, tmp_path / "run", kimg=0.32, aug="ada", ada_kimg=1.0, ada_target=0.2, d_lr=0.01)
+    events: list[dict] = []
+    train(config, events.append)
+    ps = [e["augment_p"] for e in events if e["event"] == "progress"]
+    assert ps[-1] > 0.05 and ps[-1] > ps[0], ps
+
+
+def test_resumed_run_matches_uninterrupted_run(tmp_path, discs_folder):
+    whole = tiny_config(discs_folder, tmp_path / "whole", aug="ada", ada_kimg=5.0, pl_weight=1.0, pl_interval=2, r1_interval=2)
+    train(whole)
+    split = tiny_config(discs_folder, tmp_path / "split", aug="ada", ada_kimg=5.0, pl_weight=1.0, pl_interval=2, r1_interval=2)
+    seen = {"started": False, "steps": 0}
+
+    def note(event: dict) -> None:
+        seen["started"] |= event["event"] == "started"
+
+    def stop_after_three_steps() -> bool:  # asked once per step once training has started
+        if seen["started"]:
+            seen["steps"] += 1
+        return seen["steps"] > 3
+
+    first = train(split, note, abort_fn=stop_after_three_steps)
+    assert first["status"] == "stopped" and first["step"] == 3
+    second = train(split, resume=True)
+    assert second["status"] == "completed" and second["step"] == whole.kimg * 1000 / whole.batch
+    a = load_checkpoint(RunDir(whole.out).latest_checkpoint().network)
+    b = load_checkpoint(RunDir(split.out).latest_checkpoint().network)
+    for name in ("G_ema", "G", "D"):
+        for (key, x), y in zip(getattr(a, name).state_dict().items(), getattr(b, name).state_dict().values(), strict=True):
+            assert torch.equal(x, y), f"{name}.{key} differs after resume"
+    assert a.augment_p == b.augment_p
+
+
+def test_cli_sigkill_then_resume_continues_from_the_checkpoint(tmp_path, discs_folder):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(cli_args(discs_folder, out, 0.096), stdout=subprocess.PIPE, text=True, cwd=REPO)
+    checkpoint = None
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event["event"] == "checkpoint":
+            checkpoint = event
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    proc.stdout.close()
+    assert checkpoint is not None and proc.returncode == -signal.SIGKILL
+    saved_kimg = RunDir(out).latest_checkpoint().nimg / 1000
+    assert saved_kimg >= checkpoint["kimg"]
+    done = subprocess.run([sys.executable, "-m", "training", "--resume", str(out), "--events", "jsonl"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    events = events_of(done.stdout)
+    started = next(e for e in events if e["event"] == "started")
+    assert started["resumed"] and started["cur_kimg"] == saved_kimg
+    finished = events[-1]
+    assert finished["event"] == "finished" and finished["status"] == "completed" and finished["kimg"] >= 0.096
+
+
+def test_cli_sigterm_checkpoints_and_exits_cleanly(tmp_path, discs_folder):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(cli_args(discs_folder, out, 50), stdout=subprocess.PIPE, text=True, cwd=REPO)
+    events = []
+    for line in proc.stdout:
+        events.append(json.loads(line))
+        if events[-1]["event"] == "progress":
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, _ = proc.communicate(timeout=120)
+    events += events_of(rest)
+    assert proc.returncode == 0
+    finished = events[-1]
+    assert finished["event"] == "finished" and finished["status"] == "stopped"
+    assert finished["checkpoint"] and Path(finished["checkpoint"]).exists()
+
+
+def test_cli_reports_errors_as_events(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "training", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run"),
+         "--resolution", "16", "--events", "jsonl"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )
+    assert done.returncode != 0
+    error = events_of(done.stdout)[-1]
+    assert error["event"] == "error" and "missing" in error["message"]
+
+
+def test_ddp_two_processes_train_in_step(tmp_path, discs_folder):
+    """torchrun, two CPU processes over gloo: the run completes and the replicas' weights agree at every
+    checkpoint (the loop compares them and stops on divergence)."""
+    out = tmp_path / "run"
+    args = cli_args(discs_folder, out, 0.048)[3:]  # drop "python -m training"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+         "-m", "training", *args],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    events = events_of(done.stdout)
+    started = next(e for e in events if e["event"] == "started")
+    assert started["world_size"] == 2
+    assert events[-1]["event"] == "finished" and events[-1]["status"] == "completed"
+    assert len(RunDir(out).checkpoints()) >= 2

@@ -1,0 +1,153 @@
+"""`gan-studio-train`: headless training with a tqdm bar, or JSON-lines events for the GUI (`--events jsonl`).
+
+The same command runs on one device, or on several under `torchrun --nproc_per_node N` (DDP).
+SIGTERM (and Ctrl+C) writes a checkpoint, then exits cleanly; `--resume RUN_DIR` continues it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import signal
+import sys
+import traceback
+from typing import Any
+
+from training.config import PRESETS, ConfigError, TrainConfig
+
+# CLI flag → config field, for the options artists reach for; `--set key=value` covers the rest.
+_FLAGS: list[tuple[str, type, str]] = [
+    ("--kimg", float, "length of the run in thousands of images shown to D"),
+    ("--resolution", int, "image size (from scratch; fine-tuning uses the base model's)"),
+    ("--batch", int, "images per step, all devices together"),
+    ("--batch-gpu", int, "images per device per pass; smaller accumulates gradients to reach --batch"),
+    ("--g-lr", float, "generator learning rate"),
+    ("--d-lr", float, "discriminator learning rate"),
+    ("--r1-gamma", float, "R1 weight (default: 0.0002 · resolution² / batch)"),
+    ("--pl-weight", float, "path-length regularisation weight (0 turns it off)"),
+    ("--aug", str, "ada (default), diffaug or none"),
+    ("--ada-target", float, "ADA's overfitting target for sign(D(real))"),
+    ("--ada-kimg", float, "how fast ADA's p may move"),
+    ("--freeze-d", int, "freeze the first K discriminator blocks (fine-tuning)"),
+    ("--crop", str, "how to square images: crop, pad or stretch"),
+    ("--device", str, "auto, cpu, cuda, cuda:N or mps"),
+    ("--precision", str, "auto, fp32, bf16 or fp16"),
+    ("--seed", int, "random seed"),
+    ("--snap-kimg", float, "checkpoint every N kimg"),
+    ("--sample-kimg", float, "sample grid every N kimg"),
+    ("--metrics-kimg", float, "FD-EffNet / KID / precision / recall every N kimg (0: off)"),
+    ("--keep-checkpoints", int, "how many checkpoints to keep"),
+    ("--channel-base", int, "network width (from scratch)"),
+    ("--channel-max", int, "widest layer (from scratch)"),
+    ("--z-dim", int, "latent size (from scratch)"),
+    ("--w-dim", int, "style size (from scratch)"),
+    ("--map-layers", int, "mapping network depth (from scratch)"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gan-studio-train", description="Train or fine-tune a StyleGAN2 generator on a folder of images."
+    )
+    parser.add_argument("--data", help="a folder, zip, or prepared dataset folder")
+    parser.add_argument("--base", default=None, help="a model file to fine-tune (.pkl, .pt, .safetensors) or 'scratch'")
+    parser.add_argument("--out", help="the run folder (created)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="a bundle of defaults (finetune is used with --base)")
+    parser.add_argument("--mirror", action="store_true", help="add left-right mirrored copies of the images")
+    parser.add_argument("--events", choices=["jsonl"], help="print one JSON event per line instead of a progress bar")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other config option")
+    for flag, kind, text in _FLAGS:
+        parser.add_argument(flag, type=kind, help=text)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    if not args.data or not args.out:
+        raise ConfigError("--data and --out are required (or --resume RUN_DIR)")
+    base = args.base or "scratch"
+    preset = args.preset or ("scratch" if base == "scratch" else "finetune")
+    values: dict[str, Any] = {"data": args.data, "out": args.out, "base": base, "mirror": args.mirror, **PRESETS[preset]}
+    for flag, _, _ in _FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            values[flag[2:].replace("-", "_")] = value
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(fields))}")
+        try:
+            values[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key] = raw
+    config = TrainConfig.from_dict(values)
+    config.validate()
+    return config
+
+
+class _Output:
+    """Prints events as JSON lines, or drives a tqdm bar and prints notable events on a terminal."""
+
+    def __init__(self, jsonl: bool):
+        self.jsonl = jsonl
+        self.bar = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if self.jsonl:
+            print(json.dumps(event), flush=True)
+            return
+        kind = event["event"]
+        if kind == "started":
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=event["kimg"], initial=event["cur_kimg"], unit="kimg", dynamic_ncols=True)
+            print(f"training on {event['device']} · {event['dataset_size']} images at {event['resolution']}px", file=sys.stderr)
+        elif kind == "progress" and self.bar is not None:
+            self.bar.n = event["kimg"]
+            losses = " ".join(f"{k}={v:.3f}" for k, v in event["losses"].items() if k in ("G", "D"))
+            p = f" p={event['augment_p']:.3f}" if event.get("augment_p") is not None else ""
+            self.bar.set_postfix_str(f"{losses}{p} {event['images_per_s']:.1f} img/s")
+        elif kind in ("warning", "error"):
+            print(f"{kind}: {event['message']}", file=sys.stderr)
+        elif kind == "import_report":
+            print(event["summary"], file=sys.stderr)
+        elif kind == "checkpoint":
+            print(f"\ncheckpoint: {event['path']}", file=sys.stderr)
+        elif kind == "finished":
+            if self.bar is not None:
+                self.bar.close()
+            print(f"{event['status']} at {event['kimg']:.2f} kimg; last checkpoint {event['checkpoint']}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from training.loop import TrainingError, resume_config, train  # after parsing: --help stays instant
+
+    args = build_parser().parse_args(argv)
+    output = _Output(args.events == "jsonl")
+    stop = {"requested": False}
+
+    def request_stop(signum, frame):  # noqa: ARG001 - signal handler signature
+        stop["requested"] = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        if args.resume:
+            config, resume = resume_config(args.resume), True
+        else:
+            config, resume = config_from_args(args), False
+        result = train(config, output, lambda: stop["requested"], resume=resume)
+    except (ConfigError, TrainingError, ValueError, OSError) as exc:
+        output({"event": "error", "message": str(exc), "kind": type(exc).__name__})
+        return 2
+    except Exception as exc:  # the GUI must hear about any failure, never a silent hang
+        output({"event": "error", "message": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
+        return 1
+    return 0 if result["status"] in ("completed", "stopped") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The training configuration: one typed, validated record, dumped as JSON into the run folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A bad option, with a message that names it and says what would be valid."""
+
+
+# Fine-tuning presets: lower learning rates and faster-reacting ADA for a pretrained start.
+PRESETS: dict[str, dict[str, Any]] = {
+    "scratch": {},
+    "finetune": {"g_lr": 0.002, "d_lr": 0.002, "ada_kimg": 100, "ema_rampup": None},
+    "finetune-gentle": {"g_lr": 0.001, "d_lr": 0.001, "ada_kimg": 100, "ema_rampup": None, "freeze_d": 2},
+}
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    base: str = "scratch"
+    kimg: float = 100.0
+    resolution: int | None = None
+    batch: int = 16
+    batch_gpu: int | None = None  # micro-batch per device; smaller than batch/ranks means gradient accumulation
+    # Network width when training from scratch (a base model brings its own).
+    z_dim: int = 512
+    w_dim: int = 512
+    map_layers: int = 2
+    channel_base: int = 16384
+    channel_max: int = 512
+    # Optimisation (StyleGAN2-ADA recipe).
+    g_lr: float = 0.0025
+    d_lr: float = 0.0025
+    r1_gamma: float | None = None  # None: 0.0002 · resolution² / batch, ADA's heuristic
+    r1_interval: int = 16
+    pl_weight: float = 2.0
+    pl_interval: int = 4
+    style_mixing: float = 0.9
+    ema_kimg: float | None = None  # None: batch · 10 / 32
+    ema_rampup: float | None = 0.05
+    # Augmentation.
+    aug: str = "ada"
+    ada_target: float = 0.6
+    ada_kimg: float = 500.0
+    ada_preset: str = "bgc"
+    diffaug_policy: str = "color,translation,cutout"
+    mirror: bool = False
+    freeze_d: int = 0
+    # Dataset import when `data` is not yet a prepared dataset.
+    crop: str = "crop"
+    alpha_background: str = "#ffffff"
+    # Device and bookkeeping.
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 0
+    snap_kimg: float = 4.0
+    sample_kimg: float = 1.0
+    keep_checkpoints: int = 3
+    sample_grid: tuple[int, int] = (8, 4)
+    metrics_kimg: float = 0.0
+    metrics_n: int = 500
+    progress_interval_s: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise ConfigError for the first bad option, naming it."""
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(message)
+
+        need(bool(self.data), "--data is required: a folder, zip or prepared dataset")
+        need(bool(self.out), "--out is required: the run folder")
+        need(self.kimg > 0, f"--kimg must be positive, not {self.kimg}")
+        if self.resolution is not None:
+            need(
+                4 <= self.resolution <= 1024 and 2 ** int(math.log2(self.resolution)) == self.resolution,
+                f"--resolution must be a power of two from 4 to 1024, not {self.resolution}",
+            )
+        need(self.batch >= 1, f"--batch must be at least 1, not {self.batch}")
+        if self.batch_gpu is not None:
+            need(self.batch_gpu >= 1, f"--batch-gpu must be at least 1, not {self.batch_gpu}")
+        for name in ("g_lr", "d_lr"):
+            value = getattr(self, name)
+            need(0 < value < 1, f"--{name.replace('_', '-')} must be between 0 and 1, not {value}")
+        if self.r1_gamma is not None:
+            need(self.r1_gamma >= 0, f"--r1-gamma must be non-negative, not {self.r1_gamma}")
+        need(self.r1_interval >= 1 and self.pl_interval >= 1, "regularisation intervals must be at least 1")
+        need(self.pl_weight >= 0, f"--pl-weight must be non-negative, not {self.pl_weight}")
+        need(0 <= self.style_mixing <= 1, f"--style-mixing must be within 0…1, not {self.style_mixing}")
+        need(self.aug in ("ada", "diffaug", "none"), f"--aug must be ada, diffaug or none, not {self.aug!r}")
+        need(0 <= self.ada_target <= 1, f"--ada-target must be within 0…1, not {self.ada_target}")
+        need(self.ada_kimg > 0, f"--ada-kimg must be positive, not {self.ada_kimg}")
+        need(self.freeze_d >= 0, f"--freeze-d must be non-negative, not {self.freeze_d}")
+        need(self.crop in ("crop", "pad", "stretch"), f"--crop must be crop, pad or stretch, not {self.crop!r}")
+        need(self.precision in ("auto", "fp32", "bf16", "fp16"), f"--precision must be auto, fp32, bf16 or fp16, not {self.precision!r}")
+        need(self.snap_kimg > 0 and self.sample_kimg > 0, "--snap-kimg and --sample-kimg must be positive")
+        need(self.keep_checkpoints >= 1, "--keep-checkpoints must be at least 1")
+        need(self.metrics_kimg >= 0 and self.metrics_n >= 10, "--metrics-kimg must be ≥ 0 and --metrics-n ≥ 10")
+        need(self.z_dim >= 1 and self.w_dim >= 1 and self.map_layers >= 1, "z/w sizes and mapping depth must be ≥ 1")
+        need(self.channel_base >= 16 and self.channel_max >= 1, "channel base/max too small")
+        need(self.progress_interval_s >= 0, "progress_interval_s must be ≥ 0")
+
+    def resolved_r1_gamma(self, resolution: int) -> float:
+        return self.r1_gamma if self.r1_gamma is not None else 0.0002 * resolution**2 / self.batch
+
+    def resolved_ema_kimg(self) -> float:
+        return self.ema_kimg if self.ema_kimg is not None else self.batch * 10 / 32
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(unknown)}")
+        data = dict(data)
+        if "sample_grid" in data:
+            data["sample_grid"] = tuple(data["sample_grid"])
+        return cls(**data)
+
+    def dump(self, path: Path) -> None:
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read the run's configuration {path}: {exc}") from exc

@@ -1,0 +1,507 @@
+"""The training loop: StyleGAN2-ADA from scratch or fine-tuning a loaded model, resumable, DDP-ready.
+
+`train(config, progress_fn, abort_fn)` is a plain function: the CLI, the GUI (through the CLI's JSON
+events) and `torchrun` all run this same code. Everything a resumed run needs to continue exactly —
+networks, optimiser moments, ADA p and its accumulators, path-length mean, RNG state and the position in
+the data — is in each checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.checkpoints import CheckpointBundle, ModelMeta, load_checkpoint, save_checkpoint
+from models.device import autocast, describe, select_device, select_precision
+from models.seeds import z_from_seed
+from models.stylegan2 import Discriminator, Generator
+from training.augment import AdaController, build_augment
+from training.config import ConfigError, TrainConfig
+from training.dataset import PreparedDataset, prepare_dataset
+from training.loss import (
+    GeneratorForTraining,
+    PathLengthPenalty,
+    discriminator_loss,
+    generator_loss,
+    lazy_adam_hparams,
+)
+from training.run_dir import RunDir, save_image_grid, to_uint8
+
+ProgressFn = Callable[[dict[str, Any]], None]
+AbortFn = Callable[[], bool]
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or continue, with a message for the artist."""
+
+
+class InfiniteSampler(torch.utils.data.Sampler[int]):
+    """Endless, seeded shuffling shared out across ranks; position-addressable so a resumed run continues
+    with exactly the images the uninterrupted run would have seen."""
+
+    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1, start: int = 0):
+        self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
+        self.position = start  # global index into the endless stream, over all ranks
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.size, generator=gen)
+
+    def __iter__(self) -> Iterator[int]:
+        epoch, perm = -1, None
+        while True:
+            global_index = self.position + self.rank
+            self.position += self.world_size
+            e, i = divmod(global_index, self.size)
+            if e != epoch:
+                epoch, perm = e, self._permutation(e)
+            yield int(perm[i])
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, local rank, world size); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 0, 1
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    return torch.distributed.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), world
+
+
+def _meta_for(G: Generator, D: Discriminator, source_name: str, training: dict) -> ModelMeta:
+    return ModelMeta(
+        family="stylegan2", resolution=G.img_resolution, z_dim=G.z_dim, w_dim=G.w_dim, num_ws=G.num_ws,
+        c_dim=G.c_dim, img_channels=G.img_channels, source_format="native", source_name=source_name,
+        source_sha256="", g_kwargs=copy.deepcopy(G.init_kwargs), d_kwargs=copy.deepcopy(D.init_kwargs),
+        training=training,
+    )
+
+
+class Trainer:
+    """One run's state; `train()` below is the public entry point."""
+
+    def __init__(self, config: TrainConfig, progress_fn: ProgressFn | None, abort_fn: AbortFn | None, resume: bool):
+        config.validate()
+        self.config = config
+        self.progress_fn = progress_fn or (lambda event: None)
+        self.abort_fn = abort_fn or (lambda: False)
+        self.rank, local_rank, self.world = _distributed()
+        self.device = select_device(config.device)
+        if self.device.type == "cuda" and self.world > 1:
+            self.device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(self.device)
+        self.dtype = select_precision(self.device, config.precision)
+        self.run = RunDir(config.out)
+        self.resume = resume
+        self.start_time = time.time()
+        self._last_import_event = 0.0
+
+    # --- events ---------------------------------------------------------------------------------------
+
+    def emit(self, event: str, **fields: Any) -> None:
+        if self.rank != 0:
+            return
+        record = {"event": event, **fields}
+        if event in ("progress", "checkpoint", "samples", "metrics", "finished"):
+            self.run.append_stats(record)
+        self.progress_fn(record)
+
+    # --- set-up ---------------------------------------------------------------------------------------
+
+    def _barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def prepare_run_dir(self) -> None:
+        if self.rank == 0:
+            if not self.resume and self.run.latest_checkpoint() is not None:
+                raise TrainingError(f"{self.run.root} already holds a run; resume it with --resume or choose a new --out")
+            self.run.create()
+            if not self.resume:
+                self.config.dump(self.run.config_path)
+        self._barrier()
+
+    def load_base(self) -> tuple[Generator, Discriminator, Generator, float | None, int]:
+        """Networks to start from: a base model (fine-tuning) or fresh ones; returns G, D, G_ema, p, resolution."""
+        cfg = self.config
+        if cfg.base == "scratch":
+            if cfg.resolution is None:
+                raise ConfigError("--resolution is required when training from scratch (e.g. --resolution 64)")
+            g_kwargs = dict(
+                z_dim=cfg.z_dim, c_dim=0, w_dim=cfg.w_dim, img_resolution=cfg.resolution, img_channels=3,
+                mapping_kwargs=dict(num_layers=cfg.map_layers),
+                synthesis_kwargs=dict(channel_base=cfg.channel_base, channel_max=cfg.channel_max),
+            )
+            G = Generator(**g_kwargs)
+            G_ema = copy.deepcopy(G)
+            D = Discriminator(0, cfg.resolution, 3, channel_base=cfg.channel_base, channel_max=cfg.channel_max)
+            return G, D, G_ema, None, cfg.resolution
+        bundle = load_checkpoint(cfg.base)
+        if cfg.resolution is not None and cfg.resolution != bundle.meta.resolution:
+            raise ConfigError(
+                f"the base model is {bundle.meta.resolution}px; --resolution {cfg.resolution} differs "
+                "(leave it out: the dataset is prepared at the base model's resolution)"
+            )
+        if bundle.meta.c_dim:
+            raise ConfigError("conditional (class-labelled) base models cannot be fine-tuned on unlabelled images yet")
+        G_ema = bundle.G_ema
+        G = copy.deepcopy(bundle.G if bundle.G is not None else bundle.G_ema)
+        D = bundle.D
+        if D is None:
+            self.emit("warning", message="the base model has no discriminator: starting a fresh one, so the first kimg are rougher")
+            sk = G.init_kwargs["synthesis_kwargs"]
+            D = Discriminator(
+                0, G.img_resolution, G.img_channels, channel_base=sk.get("channel_base", 32768),
+                channel_max=sk.get("channel_max", 512), conv_clamp=sk.get("conv_clamp"),
+            )
+        return G, D, G_ema, bundle.augment_p, bundle.meta.resolution
+
+    def _import_progress(self, done: int, total: int, message: str) -> None:
+        now = time.time()
+        if done == total or now - self._last_import_event >= 0.5:
+            self._last_import_event = now
+            self.emit("import_progress", done=done, total=total, message=message)
+
+    def load_dataset(self, resolution: int) -> PreparedDataset:
+        cfg = self.config
+        data = Path(cfg.data)
+        if (data / "manifest.json").exists():
+            dataset = PreparedDataset(data, xflip=cfg.mirror or None)
+        else:
+            prepared = self.run.root / "dataset"
+            if self.rank == 0:
+                report = prepare_dataset(
+                    [data], prepared, resolution, mode=cfg.crop, xflip=cfg.mirror,
+                    background=cfg.alpha_background,
+                    progress=self._import_progress,
+                    cancel=self.abort_fn,
+                )
+                self.emit("import_report", report=report.to_dict(), summary=report.summary())
+            self._barrier()
+            dataset = PreparedDataset(prepared)
+        if dataset.resolution != resolution:
+            raise TrainingError(
+                f"the dataset {data} was prepared at {dataset.resolution}px but the model is {resolution}px; "
+                "point --data at the original images so they are prepared at the right size"
+            )
+        if dataset.num_channels != 3:
+            raise TrainingError(f"the dataset has {dataset.num_channels} channels; training needs RGB images")
+        return dataset
+
+    # --- the run ----------------------------------------------------------------------------------------
+
+    def run_training(self) -> dict[str, Any]:
+        cfg = self.config
+        torch.manual_seed(cfg.seed * self.world + self.rank)
+        self.prepare_run_dir()
+        G, D, G_ema, base_p, resolution = self.load_base()
+        dataset = self.load_dataset(resolution)
+        for net in (G, D, G_ema):
+            net.train().requires_grad_(False).to(self.device)
+        G_ema.eval()
+        frozen = {id(p) for block in D.blocks()[: cfg.freeze_d] for p in block.parameters()}
+        d_trainable = [p for p in D.parameters() if id(p) not in frozen]
+
+        augment = build_augment(cfg.aug, preset=cfg.ada_preset, p=base_p or 0.0, policy=cfg.diffaug_policy).to(self.device)
+        ada = AdaController(target=cfg.ada_target, adjust_kimg=cfg.ada_kimg) if cfg.aug == "ada" else None
+
+        g_lr, g_betas = lazy_adam_hparams(cfg.g_lr, cfg.pl_interval) if cfg.pl_weight > 0 else (cfg.g_lr, (0.0, 0.99))
+        d_lr, d_betas = lazy_adam_hparams(cfg.d_lr, cfg.r1_interval)
+        opt_G = torch.optim.Adam(G.parameters(), lr=g_lr, betas=g_betas, eps=1e-8)
+        opt_D = torch.optim.Adam(d_trainable, lr=d_lr, betas=d_betas, eps=1e-8)
+        pl = PathLengthPenalty()
+
+        cur_nimg, step = 0, 0
+        if self.resume:
+            cur_nimg, step = self._restore(G, D, G_ema, augment, ada, opt_G, opt_D, pl)
+
+        G_train = GeneratorForTraining(G, cfg.style_mixing)
+        ddp_G, ddp_D = G_train, D
+        if self.world > 1:
+            # DDP registers the parameters that require grad when it wraps; they are toggled per phase later.
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            G.requires_grad_(True)
+            for p in d_trainable:
+                p.requires_grad_(True)
+            ddp_G = nn.parallel.DistributedDataParallel(G_train, device_ids=ids, broadcast_buffers=False)
+            ddp_D = nn.parallel.DistributedDataParallel(D, device_ids=ids, broadcast_buffers=False)
+            G.requires_grad_(False)
+            D.requires_grad_(False)
+
+        batch_local = cfg.batch // self.world
+        if batch_local * self.world != cfg.batch:
+            raise ConfigError(f"--batch {cfg.batch} must be divisible by the number of processes ({self.world})")
+        micro = min(cfg.batch_gpu or batch_local, batch_local)
+        if batch_local % micro:
+            raise ConfigError(f"--batch-gpu {micro} must divide the per-process batch {batch_local}")
+        rounds = batch_local // micro
+        sampler = InfiniteSampler(len(dataset), cfg.seed, self.rank, self.world, start=step * cfg.batch)
+        data_iter = iter(sampler)
+        r1_gamma = cfg.resolved_r1_gamma(resolution)
+        total_nimg = int(cfg.kimg * 1000)
+        grid_z = torch.cat([z_from_seed(s, G.z_dim) for s in range(cfg.sample_grid[0] * cfg.sample_grid[1])])
+
+        self.emit(
+            "started", run_dir=str(self.run.root), resolution=resolution, kimg=cfg.kimg, cur_kimg=cur_nimg / 1000,
+            device=describe(self.device, self.dtype), world_size=self.world, dataset_size=len(dataset),
+            base=cfg.base, resumed=self.resume, r1_gamma=r1_gamma,
+        )
+        if len(dataset) < 1000:
+            self.emit("warning", message=f"the dataset is small ({dataset.num_images} images): expect overfitting without augmentation (ADA is {'on' if cfg.aug == 'ada' else 'off'})")
+        if cur_nimg == 0 and self.rank == 0:
+            self._save_samples(G_ema, grid_z, 0)
+
+        next_snap = (cur_nimg // int(cfg.snap_kimg * 1000) + 1) * int(cfg.snap_kimg * 1000)
+        next_sample = (cur_nimg // int(cfg.sample_kimg * 1000) + 1) * int(cfg.sample_kimg * 1000)
+        next_metrics = (cur_nimg // int(cfg.metrics_kimg * 1000) + 1) * int(cfg.metrics_kimg * 1000) if cfg.metrics_kimg else None
+        tick_losses: dict[str, list[float]] = {}
+        tick_start, tick_nimg, last_emit = time.time(), cur_nimg, 0.0
+        rate = None
+        status = "completed"
+
+        while cur_nimg < total_nimg:
+            if self.abort_fn():
+                status = "stopped"
+                break
+            reals = torch.stack([dataset[next(data_iter)][0] for _ in range(batch_local)]).to(self.device)
+            reals = reals.float() / 127.5 - 1
+            losses = self._step(step, reals, G_train, ddp_G, ddp_D, D, d_trainable, augment, ada, opt_G, opt_D, pl, micro, rounds, r1_gamma)
+            for k, v in losses.items():
+                tick_losses.setdefault(k, []).append(v)
+            self._update_ema(G, G_ema, cur_nimg)
+            cur_nimg += cfg.batch
+            step += 1
+            if ada is not None and step % ada.interval == 0:
+                ada.update(augment.pipe, cfg.batch)
+
+            now = time.time()
+            done = cur_nimg >= total_nimg
+            if now - last_emit >= cfg.progress_interval_s or done:
+                rate = (cur_nimg - tick_nimg) / max(now - tick_start, 1e-6)
+                self.emit(
+                    "progress", step=step, kimg=cur_nimg / 1000, total_kimg=cfg.kimg,
+                    losses={k: float(np.mean(v)) for k, v in tick_losses.items()},
+                    augment_p=augment.p, ada_rt=ada.rt if ada else None, images_per_s=rate,
+                    eta_s=(total_nimg - cur_nimg) / rate if rate > 0 else None, elapsed_s=now - self.start_time,
+                )
+                tick_losses, tick_start, tick_nimg, last_emit = {}, now, cur_nimg, now
+            if self.rank == 0 and (cur_nimg >= next_sample or done):
+                self._save_samples(G_ema, grid_z, cur_nimg)
+                next_sample += int(cfg.sample_kimg * 1000) * (1 + (cur_nimg - next_sample) // int(cfg.sample_kimg * 1000))
+            if next_metrics is not None and (cur_nimg >= next_metrics or done):
+                self._metrics(G_ema, dataset, cur_nimg)
+                next_metrics += int(cfg.metrics_kimg * 1000) * (1 + (cur_nimg - next_metrics) // int(cfg.metrics_kimg * 1000))
+            if cur_nimg >= next_snap or done:
+                self._checkpoint(G, D, G_ema, augment, ada, opt_G, opt_D, pl, cur_nimg, step)
+                next_snap += int(cfg.snap_kimg * 1000) * (1 + (cur_nimg - next_snap) // int(cfg.snap_kimg * 1000))
+
+        if status == "stopped":
+            self._checkpoint(G, D, G_ema, augment, ada, opt_G, opt_D, pl, cur_nimg, step)
+        latest = self.run.latest_checkpoint()
+        result = {
+            "status": status, "kimg": cur_nimg / 1000, "step": step,
+            "checkpoint": str(latest.network) if latest else None, "elapsed_s": time.time() - self.start_time,
+        }
+        self.emit("finished", **result)
+        return result
+
+    def _step(self, step, reals, G_train, ddp_G, ddp_D, D, d_trainable, augment, ada, opt_G, opt_D, pl, micro, rounds, r1_gamma) -> dict[str, float]:
+        cfg = self.config
+        G = G_train.G
+        z_dim = G.z_dim
+        losses: dict[str, float] = {}
+
+        def sync_context(module: nn.Module, last: bool):
+            return module.no_sync() if (self.world > 1 and not last) else contextlib.nullcontext()
+
+        def no_sync(module: nn.Module):
+            return module.no_sync() if self.world > 1 else contextlib.nullcontext()
+
+        # Generator: main loss, and path-length regularisation every pl_interval steps. Gradients of all
+        # passes accumulate locally; DDP averages them across ranks on the last backward only.
+        G.requires_grad_(True)
+        opt_G.zero_grad(set_to_none=True)
+        do_pl = cfg.pl_weight > 0 and step % cfg.pl_interval == 0
+        passes = [("main", r) for r in range(rounds)] + ([("pl", r) for r in range(rounds)] if do_pl else [])
+        for i, (kind, r) in enumerate(passes):
+            z = torch.randn([micro, z_dim], device=self.device)
+            with sync_context(ddp_G, i == len(passes) - 1):
+                if kind == "main":
+                    with autocast(self.device, self.dtype), no_sync(ddp_D):
+                        fake, _ = ddp_G(z, None, update_emas=True)
+                        loss = generator_loss(ddp_D, fake, None, augment)
+                    (loss / rounds).backward()
+                    losses["G"] = losses.get("G", 0.0) + float(loss.detach()) / rounds
+                else:
+                    with autocast(self.device, self.dtype):
+                        pl_fake, pl_ws = ddp_G(z[: max(micro // 2, 1)], None)
+                    penalty, pl_len = pl(pl_fake.float(), pl_ws)
+                    (penalty * cfg.pl_weight * cfg.pl_interval / rounds).backward()
+                    losses["pl_length"] = losses.get("pl_length", 0.0) + pl_len / rounds
+        G.requires_grad_(False)
+        self._finish_grads(G.parameters())
+        opt_G.step()
+
+        # Discriminator: main loss (and R1 every r1_interval steps).
+        for p in d_trainable:
+            p.requires_grad_(True)
+        opt_D.zero_grad(set_to_none=True)
+        r1_gain = cfg.r1_interval if step % cfg.r1_interval == 0 else 0
+        for r in range(rounds):
+            last = r == rounds - 1
+            z = torch.randn([micro, z_dim], device=self.device)
+            with torch.no_grad(), autocast(self.device, self.dtype):
+                fake, _ = G_train(z, None)
+            real = reals[r * micro : (r + 1) * micro]
+            with sync_context(ddp_D, last):
+                with autocast(self.device, self.dtype):
+                    loss, stats, real_logits = discriminator_loss(ddp_D, fake, real, None, augment, r1_gamma, r1_gain)
+                (loss / rounds).backward()
+            if ada is not None:
+                ada.accumulate(real_logits)
+            for k, v in stats.items():
+                losses[k] = losses.get(k, 0.0) + v / rounds
+            losses["D"] = losses.get("D", 0.0) + float(loss.detach()) / rounds
+        D.requires_grad_(False)
+        self._finish_grads(D.parameters())
+        opt_D.step()
+        return losses
+
+    @staticmethod
+    def _finish_grads(params) -> None:
+        for p in params:
+            if p.grad is not None:
+                torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
+
+    def _update_ema(self, G: Generator, G_ema: Generator, cur_nimg: int) -> None:
+        cfg = self.config
+        ema_nimg = cfg.resolved_ema_kimg() * 1000
+        if cfg.ema_rampup is not None:
+            ema_nimg = min(ema_nimg, cur_nimg * cfg.ema_rampup)
+        beta = 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
+        with torch.no_grad():
+            for p_ema, p in zip(G_ema.parameters(), G.parameters(), strict=True):
+                p_ema.copy_(p.lerp(p_ema, beta))
+            for b_ema, b in zip(G_ema.buffers(), G.buffers(), strict=True):
+                b_ema.copy_(b)
+
+    # --- outputs ----------------------------------------------------------------------------------------
+
+    def _save_samples(self, G_ema: Generator, grid_z: torch.Tensor, nimg: int) -> None:
+        images = []
+        with torch.inference_mode(), autocast(self.device, self.dtype):
+            for chunk in grid_z.split(8):
+                images.append(to_uint8(G_ema.render(chunk.to(self.device), noise_mode="const")))
+        path = self.run.samples_path(nimg)
+        save_image_grid(np.concatenate(images), self.config.sample_grid[0], path)
+        self.emit("samples", path=str(path), kimg=nimg / 1000)
+
+    def _metrics(self, G_ema: Generator, dataset: PreparedDataset, nimg: int) -> None:
+        from training.metrics import compute_metrics  # loaded only when asked for: it builds a feature network
+
+        if self.rank != 0:
+            return
+        n = min(self.config.metrics_n, dataset.num_images)
+        gen = torch.Generator().manual_seed(12345)
+        index = torch.randperm(dataset.num_images, generator=gen)[:n]
+        reals = np.stack([dataset[int(i)][0].permute(1, 2, 0).numpy() for i in index])
+        fakes = []
+        with torch.inference_mode(), autocast(self.device, self.dtype):
+            for start in range(0, n, 16):
+                z = torch.randn([min(16, n - start), G_ema.z_dim], generator=gen).to(self.device)
+                fakes.append(to_uint8(G_ema.render(z, noise_mode="const")))
+        result = compute_metrics(reals, np.concatenate(fakes), device=self.device)
+        self.emit("metrics", kimg=nimg / 1000, **result)
+
+    def _check_replicas(self, *nets: nn.Module) -> None:
+        """Under DDP every rank must hold the same weights; a divergence is a bug worth stopping for."""
+        sums = torch.stack([p.detach().float().sum() for net in nets for p in net.parameters()])
+        gathered = [torch.empty_like(sums) for _ in range(self.world)]
+        torch.distributed.all_gather(gathered, sums)
+        if any(not torch.equal(g, gathered[0]) for g in gathered):
+            raise TrainingError("the training processes' weights diverged; stopping rather than saving a broken model")
+
+    def _checkpoint(self, G, D, G_ema, augment, ada, opt_G, opt_D, pl, cur_nimg: int, step: int) -> None:
+        if self.world > 1:
+            self._check_replicas(G, D)
+        if self.rank == 0:
+            paths = self.run.checkpoint_paths(cur_nimg)
+            state = {
+                "format": "gan-studio-train-state", "version": 1, "cur_nimg": cur_nimg, "step": step,
+                "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
+                "augment_p": augment.pipe.p.detach().cpu().clone() if augment.pipe is not None else None,
+                "ada": ada.state_dict() if ada is not None else None,
+                "pl_mean": pl.mean.detach().cpu().clone(),
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            }
+            self.run.save_state(paths, state)
+            training = {
+                "kimg": cur_nimg / 1000, "step": step, "dataset": str(self.config.data), "base": self.config.base,
+                "run_dir": str(self.run.root), "augment_p": augment.p,
+            }
+            bundle = CheckpointBundle(
+                G_ema=G_ema, G=G, D=D, augment_p=augment.p, meta=_meta_for(G, D, paths.network.name, training)
+            )
+            save_checkpoint(paths.network, bundle)
+            self.run.prune(self.config.keep_checkpoints)
+            self.emit("checkpoint", path=str(paths.network), kimg=cur_nimg / 1000)
+        self._barrier()
+
+    def _restore(self, G, D, G_ema, augment, ada, opt_G, opt_D, pl) -> tuple[int, int]:
+        latest = self.run.latest_checkpoint()
+        if latest is None:
+            raise TrainingError(f"{self.run.root} has no complete checkpoint to resume from")
+        bundle = load_checkpoint(latest.network)
+        if bundle.G is None or bundle.D is None:
+            raise TrainingError(f"{latest.network} lacks G or D; it cannot be resumed")
+        with torch.no_grad():
+            for dst, src in ((G, bundle.G), (D, bundle.D), (G_ema, bundle.G_ema)):
+                dst.load_state_dict(src.state_dict())
+        try:
+            state = torch.load(latest.state, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a damaged state file: say which, don't guess
+            raise TrainingError(f"cannot read the training state {latest.state}: {exc}") from exc
+        opt_G.load_state_dict(state["opt_G"])
+        opt_D.load_state_dict(state["opt_D"])
+        if augment.pipe is not None and state["augment_p"] is not None:
+            augment.pipe.p.copy_(state["augment_p"])
+        if ada is not None and state["ada"] is not None:
+            ada.load_state_dict(state["ada"])
+        pl.mean = state["pl_mean"].to(self.device)
+        if self.world == 1:
+            torch.set_rng_state(state["rng_cpu"])
+            if state["rng_cuda"] is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        return int(state["cur_nimg"]), int(state["step"])
+
+
+def train(
+    config: TrainConfig,
+    progress_fn: ProgressFn | None = None,
+    abort_fn: AbortFn | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Run (or resume) training; events go to `progress_fn`; `abort_fn()` returning True checkpoints and stops."""
+    return Trainer(config, progress_fn, abort_fn, resume).run_training()
+
+
+def resume_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
+    """The configuration a run folder was started with."""
+    path = RunDir(run_dir).config_path
+    if not path.exists():
+        raise TrainingError(f"{run_dir} is not a training run (it has no config.json)")
+    return TrainConfig.load(path)
+
+
+__all__ = ["TrainingError", "InfiniteSampler", "train", "resume_config"]

@@ -1,0 +1,92 @@
+"""StyleGAN2-ADA losses: non-saturating logistic loss, lazy R1, style mixing, path-length regularisation."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.stylegan2 import Generator
+
+
+class GeneratorForTraining(nn.Module):
+    """G's training forward (mapping, style mixing, synthesis) as one module, so DDP sees a single forward."""
+
+    def __init__(self, G: Generator, style_mixing: float):
+        super().__init__()
+        self.G = G
+        self.style_mixing = style_mixing
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None, update_emas: bool = False):
+        ws = self.G.mapping(z, c, update_emas=update_emas)
+        if self.style_mixing > 0:
+            num_ws = ws.shape[1]
+            cutoff = torch.empty([], dtype=torch.int64).random_(1, num_ws)
+            if torch.rand([]) >= self.style_mixing:
+                cutoff = torch.full_like(cutoff, num_ws)
+            mixed = self.G.mapping(torch.randn_like(z), c)
+            keep = (torch.arange(num_ws) < cutoff).to(ws.device)[None, :, None]
+            ws = torch.where(keep, ws, mixed)
+        img = self.G.synthesis(ws, noise_mode="random")
+        return img, ws
+
+
+def generator_loss(D: nn.Module, fake: torch.Tensor, c: torch.Tensor | None, augment) -> torch.Tensor:
+    """Non-saturating logistic loss: softplus(-D(G(z)))."""
+    return F.softplus(-D(augment(fake), c)).mean()
+
+
+def discriminator_loss(
+    D: nn.Module,
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    c: torch.Tensor | None,
+    augment,
+    r1_gamma: float,
+    r1_gain: float,
+) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    """softplus(D(fake)) + softplus(-D(real)), plus R1 · gamma/2 · gain when r1_gain > 0 (lazy regularisation).
+
+    Returns the loss, logged values, and the real logits (ADA reads their signs).
+    """
+    fake_logits = D(augment(fake.detach()), c)
+    do_r1 = r1_gain > 0 and r1_gamma > 0
+    real_in = real.detach().requires_grad_(do_r1)
+    real_logits = D(augment(real_in), c)
+    loss = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+    stats = {"D_fake": float(fake_logits.detach().float().mean()), "D_real": float(real_logits.detach().float().mean())}
+    if do_r1:
+        (grads,) = torch.autograd.grad(real_logits.float().sum(), real_in, create_graph=True)
+        penalty = grads.float().square().sum(dim=[1, 2, 3])
+        loss = loss + penalty.mean() * (r1_gamma / 2) * r1_gain
+        stats["R1"] = float(penalty.detach().mean())
+    return loss, stats, real_logits
+
+
+class PathLengthPenalty:
+    """Path-length regularisation: keeps |J_w^T y| near its running mean, for smoother latent walks."""
+
+    def __init__(self, decay: float = 0.01):
+        self.decay = decay
+        self.mean = torch.zeros([])
+
+    def __call__(self, img: torch.Tensor, ws: torch.Tensor) -> tuple[torch.Tensor, float]:
+        noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
+        (grads,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
+        lengths = grads.float().square().sum(dim=2).mean(dim=1).sqrt()
+        self.mean = self.mean.to(lengths.device)
+        mean = self.mean.lerp(lengths.detach().mean(), self.decay)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(mean)
+            mean /= torch.distributed.get_world_size()
+        self.mean = mean.detach()
+        penalty = (lengths - self.mean).square().mean()
+        return penalty, float(lengths.detach().mean())
+
+
+def lazy_adam_hparams(lr: float, interval: int, betas=(0.0, 0.99)) -> tuple[float, tuple[float, float]]:
+    """Adam settings for a network regularised every `interval` steps (Karras et al. 2020, appendix B)."""
+    ratio = interval / (interval + 1)
+    return lr * ratio, (betas[0] ** ratio, betas[1] ** ratio)

@@ -1,0 +1,109 @@
+"""The run folder: configuration, stats, sample grids and checkpoints, written atomically, last K kept.
+
+A checkpoint is a pair: `network-<nimg>.safetensors` (our model format: G_ema, G, D) and
+`network-<nimg>.state.pt` (optimisers, augmentation and RNG state; plain tensors, loads with
+weights_only=True). The state file is written first and the network file last, so a pair whose network
+file exists is complete; a run killed mid-write leaves only `.tmp` files, which are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+CHECKPOINT_RE = re.compile(r"^network-(\d{9})\.safetensors$")
+
+
+@dataclass(frozen=True)
+class CheckpointPaths:
+    nimg: int
+    network: Path
+    state: Path
+
+
+class RunDir:
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+        self.checkpoints_dir = self.root / "checkpoints"
+        self.samples_dir = self.root / "samples"
+        self.config_path = self.root / "config.json"
+        self.stats_path = self.root / "stats.jsonl"
+
+    def create(self) -> None:
+        for folder in (self.root, self.checkpoints_dir, self.samples_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def checkpoint_paths(self, nimg: int) -> CheckpointPaths:
+        stem = f"network-{nimg:09d}"
+        return CheckpointPaths(nimg, self.checkpoints_dir / f"{stem}.safetensors", self.checkpoints_dir / f"{stem}.state.pt")
+
+    def checkpoints(self) -> list[CheckpointPaths]:
+        """Complete checkpoints, oldest first."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        found = []
+        for path in self.checkpoints_dir.iterdir():
+            match = CHECKPOINT_RE.match(path.name)
+            if match:
+                paths = self.checkpoint_paths(int(match.group(1)))
+                if paths.state.exists():
+                    found.append(paths)
+        return sorted(found, key=lambda p: p.nimg)
+
+    def latest_checkpoint(self) -> CheckpointPaths | None:
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    def save_state(self, paths: CheckpointPaths, state: dict[str, Any]) -> None:
+        tmp = paths.state.with_name(paths.state.name + ".tmp")
+        torch.save(state, tmp)
+        _fsync_replace(tmp, paths.state)
+
+    def prune(self, keep: int) -> None:
+        """Delete all but the newest `keep` checkpoints, and leftovers of interrupted writes."""
+        for old in self.checkpoints()[:-keep]:
+            old.network.unlink(missing_ok=True)
+            old.state.unlink(missing_ok=True)
+        for tmp in self.checkpoints_dir.glob("*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+    def samples_path(self, nimg: int) -> Path:
+        return self.samples_dir / f"samples-{nimg:09d}.png"
+
+    def append_stats(self, record: dict[str, Any]) -> None:
+        with self.stats_path.open("a") as f:
+            f.write(json.dumps({"time": time.time(), **record}) + "\n")
+
+
+def _fsync_replace(tmp: Path, final: Path) -> None:
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+
+
+def save_image_grid(images: np.ndarray, columns: int, path: Path) -> None:
+    """images uint8 [N, H, W, C] → one PNG grid, atomically."""
+    n, h, w, c = images.shape
+    rows = -(-n // columns)
+    grid = np.zeros([rows * h, columns * w, c], dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, col = divmod(i, columns)
+        grid[r * h : (r + 1) * h, col * w : (col + 1) * w] = img
+    tmp = path.with_name(path.name + ".tmp")
+    Image.fromarray(grid[..., 0] if c == 1 else grid).save(tmp, format="PNG")
+    _fsync_replace(tmp, path)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Generator output in [-1, 1], NCHW → uint8 NHWC."""
+    x = (images.detach().float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()

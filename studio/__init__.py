@@ -1,0 +1,1 @@
+"""GAN Studio: the desktop application, its Qt-free engine and its command line."""

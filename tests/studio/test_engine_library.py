@@ -1,0 +1,123 @@
+"""The model library with real checkpoint files: import, dedupe, rename, delete, thumbnails, bundled model."""
+
+# Fixtures imported from engine_support reappear as test parameters.
+# ruff: noqa: F811
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from studio.engine import library as library_module
+from studio.engine.library import ModelLibrary
+from studio.engine.selftest import make_random_model
+from tests.studio.engine_support import model_file, one_torch_thread  # noqa: F401
+
+
+def test_import_stores_our_format_with_a_thumbnail(model_file: Path, tmp_path: Path):
+    library = ModelLibrary(tmp_path / "lib")
+    steps = []
+    entry = library.import_model(model_file, progress=lambda done, total, msg: steps.append((done, total)))
+    assert steps[0] == (0, 4) and steps[-1] == (4, 4)
+    assert entry.path == tmp_path / "lib" / "models" / f"{entry.id}.safetensors" and entry.path.exists()
+    assert len(entry.id) == 16 and entry.model_hash.startswith(entry.id)
+    assert entry.name == "tiny" and not entry.bundled and entry.meta["resolution"] == 32
+    assert load_checkpoint(entry.path).meta.resolution == 32
+    with Image.open(entry.thumbnail) as thumb:
+        assert thumb.size == (64, 64)  # 2×2 tiles of the 32 px model
+        pixels = np.asarray(thumb.convert("RGB"))
+    assert not np.array_equal(pixels[:32, :32], pixels[:32, 32:])  # seeds 0 and 1 differ
+    assert library.get(entry.id) == entry and library.entries() == [entry]
+
+
+def test_importing_the_same_file_twice_returns_the_existing_entry(model_file: Path, tmp_path: Path):
+    library = ModelLibrary(tmp_path / "lib")
+    first = library.import_model(model_file)
+    copy = shutil.copy(model_file, tmp_path / "renamed copy.safetensors")
+    assert library.import_model(copy) == first
+    assert library.import_model(first.path) == first  # the stored file itself
+    bundle = load_checkpoint(model_file)
+    bundle.meta.source_name = "resaved.safetensors"
+    resaved = tmp_path / "resaved.safetensors"
+    save_checkpoint(resaved, bundle)  # other bytes, same weights: the same model
+    assert resaved.read_bytes() != model_file.read_bytes()
+    assert library.import_model(resaved) == first
+    assert len(library.entries()) == 1
+    assert len(list((tmp_path / "lib" / "models").iterdir())) == 1
+
+
+def test_different_models_are_kept_apart_and_sorted_by_date(model_file: Path, tmp_path: Path):
+    library = ModelLibrary(tmp_path / "lib")
+    a = library.import_model(model_file)
+    b = library.import_model(make_random_model(tmp_path / "other.safetensors", seed=1))
+    assert a.id != b.id and [e.id for e in library.entries()] == [a.id, b.id]
+    reopened = ModelLibrary(tmp_path / "lib")
+    assert reopened.entries() == library.entries()
+
+
+def test_rename_and_delete(model_file: Path, tmp_path: Path):
+    library = ModelLibrary(tmp_path / "lib")
+    entry = library.import_model(model_file)
+    assert library.rename(entry.id, "  Portraits ").name == "Portraits"
+    assert ModelLibrary(tmp_path / "lib").get(entry.id).name == "Portraits"
+    with pytest.raises(ValueError, match="empty"):
+        library.rename(entry.id, "   ")
+    library.delete(entry.id)
+    assert library.entries() == [] and not entry.path.exists() and not entry.thumbnail.exists()
+    with pytest.raises(KeyError, match="no model"):
+        library.get(entry.id)
+    assert ModelLibrary(tmp_path / "lib").entries() == []
+    # deleting frees the file for a fresh import
+    assert library.import_model(model_file).id == entry.id
+
+
+def test_bad_files_raise_checkpoint_error_unchanged(tmp_path: Path):
+    library = ModelLibrary(tmp_path / "lib")
+    image = tmp_path / "cat.pkl"
+    Image.new("RGB", (4, 4)).save(image, format="PNG")
+    with pytest.raises(CheckpointError, match="cat.pkl.*PNG image"):
+        library.import_model(image)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        library.import_model(tmp_path / "missing.pkl")
+    assert library.entries() == [] and list((tmp_path / "lib" / "models").iterdir()) == []
+
+
+def test_a_damaged_index_is_set_aside_and_rebuilt(model_file: Path, tmp_path: Path):
+    library = ModelLibrary(tmp_path / "lib")
+    entry = library.import_model(model_file)
+    (tmp_path / "lib" / "index.json").write_text("{ truncated")
+    rebuilt = ModelLibrary(tmp_path / "lib").entries()
+    assert [(e.id, e.name, e.path) for e in rebuilt] == [(entry.id, "tiny", entry.path)]
+    assert list((tmp_path / "lib").glob("index.json.damaged-*"))
+    assert json.loads((tmp_path / "lib" / "index.json").read_text())["models"][0]["id"] == entry.id
+
+
+def test_an_entry_whose_file_vanished_is_dropped(model_file: Path, tmp_path: Path):
+    library = ModelLibrary(tmp_path / "lib")
+    entry = library.import_model(model_file)
+    entry.path.unlink()
+    assert ModelLibrary(tmp_path / "lib").entries() == []
+
+
+def test_bundled_model_is_registered_in_place(model_file: Path, tmp_path: Path, monkeypatch):
+    shipped = tmp_path / "resources" / "starter.safetensors"
+    shipped.parent.mkdir()
+    shutil.copy(model_file, shipped)
+    monkeypatch.setattr(library_module, "bundled_model_path", lambda: shipped)
+    library = ModelLibrary(tmp_path / "lib")
+    entry = library.ensure_bundled()
+    assert entry.bundled and entry.path == shipped and entry.name == "starter"
+    assert list((tmp_path / "lib" / "models").iterdir()) == []  # not copied
+    assert library.ensure_bundled() == entry and len(library.entries()) == 1
+    assert ModelLibrary(tmp_path / "lib").ensure_bundled() == entry
+    with pytest.raises(ValueError, match="ships with GAN Studio"):
+        library.delete(entry.id)
+    shipped.write_bytes(make_random_model(tmp_path / "v2.safetensors", seed=3).read_bytes())  # an app update
+    updated = library.ensure_bundled()
+    assert updated.id != entry.id and [e.id for e in library.entries()] == [updated.id]
+    monkeypatch.setattr(library_module, "bundled_model_path", lambda: None)
+    assert library.ensure_bundled() is None and library.entries() == []

@@ -1,0 +1,210 @@
+"""`gan-studio`: the desktop app, and its command-line tools (info, generate, convert, metrics).
+
+With no subcommand it opens the window (optionally on the files named); `--screenshots DIR` and
+`--self-test` run the window or the engine offscreen for docs and checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+SUBCOMMANDS = ("info", "generate", "convert", "metrics")
+
+
+def _model_argument(value: str | None) -> Path:
+    from studio.engine.paths import bundled_model_path
+
+    if value:
+        return Path(value)
+    bundled = bundled_model_path()
+    if bundled is None:
+        raise SystemExit("no --model given and no bundled model is installed")
+    return bundled
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from models.checkpoints import load_checkpoint
+
+    bundle = load_checkpoint(args.file)
+    info = {
+        **bundle.meta.to_dict(),
+        "has_G": bundle.G is not None,
+        "has_D": bundle.D is not None,
+        "augment_p": bundle.augment_p,
+    }
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from models.checkpoints import load_checkpoint
+    from models.device import autocast, select_device, select_precision
+    from models.seeds import parse_seeds, z_from_seed
+
+    seeds = parse_seeds(args.seeds)
+    device = select_device(args.device)
+    dtype = select_precision(device, args.precision)
+    bundle = load_checkpoint(_model_argument(args.model), device=device)
+    G = bundle.G_ema
+    c = None
+    if G.c_dim:
+        if args.class_index is None or not 0 <= args.class_index < G.c_dim:
+            raise SystemExit(f"this model is conditional: pass --class K with K from 0 to {G.c_dim - 1}")
+        c = torch.zeros([1, G.c_dim], device=device)
+        c[0, args.class_index] = 1
+    elif args.class_index is not None:
+        raise SystemExit("--class applies only to conditional models; this one has no classes")
+    outdir = Path(args.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        z = z_from_seed(seed, G.z_dim).to(device)
+        with torch.inference_mode(), autocast(device, dtype):
+            img = G.render(z, c=c, psi=args.trunc, cutoff=args.trunc_cutoff, noise_mode=args.noise_mode)
+        raw = img.float().cpu().numpy()
+        pixels = (raw[0].transpose(1, 2, 0) * 127.5 + 128).clip(0, 255).astype(np.uint8)
+        stem = outdir / f"seed{seed:04d}"
+        Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(stem.with_suffix(".png"))
+        if args.save_npy:
+            np.save(stem.with_suffix(".npy"), raw)
+        print(stem.with_suffix(".png"))
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from models.checkpoints import load_checkpoint, save_checkpoint
+
+    out = Path(args.output)
+    if out.suffix != ".safetensors":
+        raise SystemExit(f"the output must be a .safetensors file, not {out.name}")
+    bundle = load_checkpoint(args.input)
+    save_checkpoint(out, bundle)
+    print(out)
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    from models.checkpoints import load_checkpoint
+    from models.device import autocast, select_device, select_precision
+    from training.dataset import PreparedDataset, prepare_dataset
+    from training.metrics import compute_metrics
+    from training.run_dir import to_uint8
+
+    device = select_device(args.device)
+    dtype = select_precision(device, args.precision)
+    G = load_checkpoint(_model_argument(args.model), device=device).G_ema
+    with tempfile.TemporaryDirectory(prefix="gan-studio-metrics-") as scratch:
+        data = Path(args.data)
+        if not (data / "manifest.json").exists():
+            prepare_dataset([data], Path(scratch) / "data", G.img_resolution)
+            data = Path(scratch) / "data"
+        dataset = PreparedDataset(data, xflip=False)
+        if dataset.resolution != G.img_resolution:
+            raise SystemExit(f"{args.data} is prepared at {dataset.resolution}px; the model is {G.img_resolution}px")
+        n = min(args.n, dataset.num_images)
+        order = torch.randperm(dataset.num_images, generator=torch.Generator().manual_seed(args.seed))[:n]
+        reals = np.stack([dataset[int(i)][0].permute(1, 2, 0).numpy() for i in order])
+    gen = torch.Generator().manual_seed(args.seed)
+    fakes = []
+    for start in range(0, n, 16):
+        z = torch.randn([min(16, n - start), G.z_dim], generator=gen).to(device)
+        with torch.inference_mode(), autocast(device, dtype):
+            fakes.append(to_uint8(G.render(z, psi=args.trunc, noise_mode="const")))
+    result = compute_metrics(reals, np.concatenate(fakes), device=device)
+    print(json.dumps({"metric_features": "EfficientNet-Lite0 (FD-EffNet; not Inception FID)", **result}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gan-studio", description="GAN Studio: train and play with your own GANs.")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("info", help="print a model file's metadata as JSON")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("generate", help="write one PNG per seed")
+    p.add_argument("--model", help="model file (default: the bundled model)")
+    p.add_argument("--seeds", default="0-3", help="e.g. 0-3,7 (NVIDIA's seed convention)")
+    p.add_argument("--trunc", type=float, default=1.0, help="truncation psi")
+    p.add_argument("--trunc-cutoff", type=int, default=None, help="truncate only the first N layers")
+    p.add_argument("--class", dest="class_index", type=int, default=None, help="class index (conditional models)")
+    p.add_argument("--noise-mode", choices=["const", "random", "none"], default="const")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--save-npy", action="store_true", help="also write the raw float output (NCHW) as .npy")
+    p.add_argument("--outdir", required=True)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("convert", help="convert a .pkl/.pt/.safetensors model to our .safetensors format")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("metrics", help="FD-EffNet, KID, precision and recall of a model against images")
+    p.add_argument("--model", help="model file (default: the bundled model)")
+    p.add_argument("--data", required=True, help="a folder, zip or prepared dataset")
+    p.add_argument("--n", type=int, default=2000, help="images per side")
+    p.add_argument("--trunc", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto")
+    p.set_defaults(func=cmd_metrics)
+    return parser
+
+
+def build_app_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gan-studio",
+        description="Open GAN Studio. Subcommands: " + ", ".join(SUBCOMMANDS) + " (gan-studio SUBCOMMAND -h).",
+    )
+    parser.add_argument("files", nargs="*", help="models or exported PNGs to open")
+    parser.add_argument("--screenshots", metavar="DIR", help="save a PNG of each panel offscreen, then exit")
+    parser.add_argument("--self-test", action="store_true", help="render, export and reload offscreen; exit 0 if all works")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUBCOMMANDS:
+        args = build_parser().parse_args(argv)
+        from models.checkpoints import CheckpointError
+
+        try:
+            return args.func(args)
+        except (CheckpointError, ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    args = build_app_parser().parse_args(argv)
+    if args.self_test:
+        from studio.engine.selftest import run_self_test
+
+        problems = run_self_test()
+        for problem in problems:
+            print(f"self-test: {problem}", file=sys.stderr)
+        print("self-test passed" if not problems else "self-test FAILED")
+        return 1 if problems else 0
+    if args.screenshots:
+        from studio.ui.app import take_screenshots
+
+        for path in take_screenshots(Path(args.screenshots)):
+            print(path)
+        return 0
+    from studio.ui.app import run_app
+
+    return run_app(args.files)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -175,6 +175,8 @@ class Trainer:
     def load_dataset(self, resolution: int) -> PreparedDataset:
         cfg = self.config
         data = Path(cfg.data)
+        if not data.exists():
+            raise TrainingError(f"the dataset {data} does not exist")
         if (data / "manifest.json").exists():
             dataset = PreparedDataset(data, xflip=cfg.mirror or None)
         else:
@@ -187,6 +189,8 @@ class Trainer:
                     cancel=self.abort_fn,
                 )
                 self.emit("import_report", report=report.to_dict(), summary=report.summary())
+                if not report.dataset_size:
+                    raise TrainingError(f"no usable images in {data}:\n{report.summary()}")
             self._barrier()
             dataset = PreparedDataset(prepared)
         if dataset.resolution != resolution:
@@ -346,7 +350,10 @@ class Trainer:
                     with autocast(self.device, self.dtype):
                         pl_fake, pl_ws = ddp_G(z[: max(micro // 2, 1)], None)
                     penalty, pl_len = pl(pl_fake.float(), pl_ws)
-                    (penalty * cfg.pl_weight * cfg.pl_interval / rounds).backward()
+                    # The penalty does not depend on some parameters (the RGB biases); the zero term
+                    # keeps them in the graph so DDP's reducer sees a gradient for every parameter.
+                    zero = pl_fake[:, 0, 0, 0].sum() * 0
+                    ((penalty * cfg.pl_weight * cfg.pl_interval + zero) / rounds).backward()
                     losses["pl_length"] = losses.get("pl_length", 0.0) + pl_len / rounds
         G.requires_grad_(False)
         self._finish_grads(G.parameters())

@@ -21,6 +21,7 @@ from training.loop import InfiniteSampler, train
 from training.run_dir import RunDir, to_uint8
 
 REPO = Path(__file__).resolve().parents[2]
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny networks: one thread per process is fastest
 
 
 def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
@@ -87,10 +88,10 @@ def test_training_moves_samples_toward_the_data(tmp_path, discs_folder):
     """A minute of training from scratch pulls the generator's colours toward red discs on white."""
     reals = np.stack([np.asarray(p.convert("RGB").resize((16, 16))) for p in map(_open, sorted(discs_folder.iterdir()))])
     real_mean = reals.reshape(-1, 3).mean(0)
-    config = tiny_config(discs_folder, tmp_path / "run", kimg=3.2, batch=16, snap_kimg=3.2, sample_kimg=3.2, aug="none", g_lr=0.005, d_lr=0.005)
+    config = tiny_config(discs_folder, tmp_path / "run", kimg=1.6, batch=16, snap_kimg=1.6, sample_kimg=1.6, aug="none", g_lr=0.005, d_lr=0.005)
     events: list[dict] = []
     result = train(config, events.append)
-    assert result["status"] == "completed" and result["kimg"] >= 3.2
+    assert result["status"] == "completed" and result["kimg"] >= 1.6
     bundle = load_checkpoint(result["checkpoint"])
     before = render_seeds(_initial_generator(config), 32)
     after = render_seeds(bundle.G_ema, 32)
@@ -104,7 +105,7 @@ def test_training_moves_samples_toward_the_data(tmp_path, discs_folder):
     progress = [e for e in events if e["event"] == "progress"][-1]
     assert {"step", "kimg", "losses", "augment_p", "images_per_s", "eta_s"} <= progress.keys()
     run = RunDir(config.out)
-    assert json.loads(run.config_path.read_text())["kimg"] == 3.2
+    assert json.loads(run.config_path.read_text())["kimg"] == 1.6
     assert sum(1 for _ in run.stats_path.open()) >= 3
     assert len(run.checkpoints()) <= config.keep_checkpoints
 
@@ -165,7 +166,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, discs_folder):
 
 def test_cli_sigkill_then_resume_continues_from_the_checkpoint(tmp_path, discs_folder):
     out = tmp_path / "run"
-    proc = subprocess.Popen(cli_args(discs_folder, out, 0.096), stdout=subprocess.PIPE, text=True, cwd=REPO)
+    proc = subprocess.Popen(cli_args(discs_folder, out, 0.096), stdout=subprocess.PIPE, text=True, cwd=REPO, env=ONE_THREAD)
     checkpoint = None
     for line in proc.stdout:
         event = json.loads(line)
@@ -179,7 +180,7 @@ def test_cli_sigkill_then_resume_continues_from_the_checkpoint(tmp_path, discs_f
     saved_kimg = RunDir(out).latest_checkpoint().nimg / 1000
     assert saved_kimg >= checkpoint["kimg"]
     done = subprocess.run([sys.executable, "-m", "training", "--resume", str(out), "--events", "jsonl"],
-                          capture_output=True, text=True, cwd=REPO, timeout=300)
+                          capture_output=True, text=True, cwd=REPO, env=ONE_THREAD, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     events = events_of(done.stdout)
     started = next(e for e in events if e["event"] == "started")
@@ -190,7 +191,7 @@ def test_cli_sigkill_then_resume_continues_from_the_checkpoint(tmp_path, discs_f
 
 def test_cli_sigterm_checkpoints_and_exits_cleanly(tmp_path, discs_folder):
     out = tmp_path / "run"
-    proc = subprocess.Popen(cli_args(discs_folder, out, 50), stdout=subprocess.PIPE, text=True, cwd=REPO)
+    proc = subprocess.Popen(cli_args(discs_folder, out, 50), stdout=subprocess.PIPE, text=True, cwd=REPO, env=ONE_THREAD)
     events = []
     for line in proc.stdout:
         events.append(json.loads(line))
@@ -209,7 +210,7 @@ def test_cli_reports_errors_as_events(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "training", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run"),
          "--resolution", "16", "--events", "jsonl"],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        capture_output=True, text=True, cwd=REPO, env=ONE_THREAD, timeout=120,
     )
     assert done.returncode != 0
     error = events_of(done.stdout)[-1]
@@ -221,11 +222,10 @@ def test_ddp_two_processes_train_in_step(tmp_path, discs_folder):
     checkpoint (the loop compares them and stops on divergence)."""
     out = tmp_path / "run"
     args = cli_args(discs_folder, out, 0.048)[3:]  # drop "python -m training"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
          "-m", "training", *args],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+        capture_output=True, text=True, cwd=REPO, env=ONE_THREAD, timeout=300,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     events = events_of(done.stdout)

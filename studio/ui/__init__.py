@@ -1,0 +1,1 @@
+"""The thin Qt layer: widgets, panels, dialogs and theme."""

@@ -12,6 +12,7 @@ import json
 import signal
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 from training.config import PRESETS, ConfigError, TrainConfig
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", help="a folder, zip, or prepared dataset folder")
     parser.add_argument("--base", default=None, help="a model file to fine-tune (.pkl, .pt, .safetensors) or 'scratch'")
     parser.add_argument("--out", help="the run folder (created)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint (--set may change options)")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a bundle of defaults (finetune is used with --base)")
     parser.add_argument("--mirror", action="store_true", help="add left-right mirrored copies of the images")
     parser.add_argument("--events", choices=["jsonl"], help="print one JSON event per line instead of a progress bar")
@@ -73,8 +74,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
             values[flag[2:].replace("-", "_")] = value
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    for item in args.set:
+    config = TrainConfig.from_dict({**values, **parse_overrides(args.set)})
+    config.validate()
+    return config
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` items as config values (VALUE read as JSON where it parses, else as text)."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values: dict[str, Any] = {}
+    for item in items:
         key, sep, raw = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or key not in fields:
@@ -83,9 +92,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             values[key] = json.loads(raw)
         except json.JSONDecodeError:
             values[key] = raw
-    config = TrainConfig.from_dict(values)
-    config.validate()
-    return config
+    return values
 
 
 class _Output:
@@ -137,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.resume:
             config, resume = resume_config(args.resume), True
+            if args.set:  # e.g. a lower learning rate for the rest of the run; recorded in config.json
+                config = TrainConfig.from_dict({**config.to_dict(), **parse_overrides(args.set)})
+                config.validate()
+                config.dump(Path(args.resume) / "config.json")
         else:
             config, resume = config_from_args(args), False
         result = train(config, output, lambda: stop["requested"], resume=resume)

@@ -179,14 +179,16 @@ def test_cli_sigkill_then_resume_continues_from_the_checkpoint(tmp_path, discs_f
     assert checkpoint is not None and proc.returncode == -signal.SIGKILL
     saved_kimg = RunDir(out).latest_checkpoint().nimg / 1000
     assert saved_kimg >= checkpoint["kimg"]
-    done = subprocess.run([sys.executable, "-m", "training", "--resume", str(out), "--events", "jsonl"],
+    # Resuming may change options: here the run is lengthened, which config.json then records.
+    done = subprocess.run([sys.executable, "-m", "training", "--resume", str(out), "--events", "jsonl", "--set", "kimg=0.112"],
                           capture_output=True, text=True, cwd=REPO, env=ONE_THREAD, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     events = events_of(done.stdout)
     started = next(e for e in events if e["event"] == "started")
     assert started["resumed"] and started["cur_kimg"] == saved_kimg
     finished = events[-1]
-    assert finished["event"] == "finished" and finished["status"] == "completed" and finished["kimg"] >= 0.096
+    assert finished["event"] == "finished" and finished["status"] == "completed" and finished["kimg"] >= 0.112
+    assert json.loads((out / "config.json").read_text())["kimg"] == 0.112
 
 
 def test_cli_sigterm_checkpoints_and_exits_cleanly(tmp_path, discs_folder):

@@ -138,6 +138,17 @@ def test_ada_raises_p_on_a_tiny_dataset(tmp_path, discs_folder):
     assert ps[-1] > 0.05 and ps[-1] > ps[0], ps
 
 
+def test_metrics_are_logged_during_training(tmp_path, discs_folder):
+    config = tiny_config(discs_folder, tmp_path / "run", kimg=0.016, metrics_kimg=0.016, metrics_n=10)
+    events: list[dict] = []
+    train(config, events.append)
+    metrics = [e for e in events if e["event"] == "metrics"]
+    assert len(metrics) == 1 and metrics[0]["n_real"] == metrics[0]["n_fake"] == 10
+    assert metrics[0]["fd_effnet"] > 0
+    logged = [json.loads(line) for line in RunDir(config.out).stats_path.open()]
+    assert any(e["event"] == "metrics" for e in logged)
+
+
 def test_resumed_run_matches_uninterrupted_run(tmp_path, discs_folder):
     whole = tiny_config(discs_folder, tmp_path / "whole", aug="ada", ada_kimg=5.0, pl_weight=1.0, pl_interval=2, r1_interval=2)
     train(whole)

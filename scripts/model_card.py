@@ -1,0 +1,140 @@
+"""Package a finished training run as a bundled model: fp16 weights, a sample grid and a model card.
+
+    python scripts/model_card.py --run RUN_DIR [--name fluent-emoji-64] [--n 1000]
+
+The card reports FD-EffNet (Fréchet distance on EfficientNet-Lite0 features — not the Inception FID of
+papers), KID, precision and recall against the training data, next to two reference points measured the
+same way: the same network with random weights (ceiling) and two disjoint halves of the data (floor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.checkpoints import CheckpointBundle, load_checkpoint, save_checkpoint  # noqa: E402
+from models.seeds import z_from_seed  # noqa: E402
+from training.dataset import PreparedDataset  # noqa: E402
+from training.metrics import extract_features, metrics_from_features  # noqa: E402
+from training.run_dir import RunDir, save_image_grid, to_uint8  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def generate(G, n: int, seed: int = 1) -> np.ndarray:
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    with torch.inference_mode():
+        for start in range(0, n, 32):
+            z = torch.randn([min(32, n - start), G.z_dim], generator=gen)
+            out.append(to_uint8(G.render(z, noise_mode="const")))
+    return np.concatenate(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="the training run folder")
+    parser.add_argument("--name", default="fluent-emoji-64")
+    parser.add_argument("--n", type=int, default=1000, help="images per side for the metrics")
+    parser.add_argument("--hardware", default=f"{platform.processor() or platform.machine()}, CPU only")
+    args = parser.parse_args()
+
+    run = RunDir(args.run)
+    latest = run.latest_checkpoint()
+    config = json.loads(run.config_path.read_text())
+    stats = [json.loads(line) for line in run.stats_path.open()]
+    progress = [e for e in stats if e["event"] == "progress"]
+    wall_s = sum(max(0.0, b["elapsed_s"] - a["elapsed_s"]) for a, b in zip(progress, progress[1:]) if b["elapsed_s"] > a["elapsed_s"])
+    bundle = load_checkpoint(latest.network)
+    kimg = latest.nimg / 1000
+
+    data = PreparedDataset(Path(args.run) / "dataset", xflip=False)
+    order = torch.randperm(data.num_images, generator=torch.Generator().manual_seed(0))
+    n = min(args.n, data.num_images // 2)
+    reals = np.stack([data[int(i)][0].permute(1, 2, 0).numpy() for i in order[: 2 * n]])
+    real_f = extract_features(reals)
+    model = metrics_from_features(real_f[:n], extract_features(generate(bundle.G_ema, n)))
+    random_G = copy.deepcopy(bundle.G_ema)
+    torch.manual_seed(0)
+    fresh = type(random_G)(**random_G.init_kwargs).eval()
+    random_metrics = metrics_from_features(real_f[:n], extract_features(generate(fresh, n)))
+    halves = metrics_from_features(real_f[:n], real_f[n : 2 * n])
+
+    out_dir = REPO / "resources" / "models"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / f"{args.name}.safetensors"
+    grid_path = out_dir / f"{args.name}-samples.png"
+    bundle.meta.source_name = f"{args.name}.safetensors"
+    bundle.meta.training = {
+        **{k: v for k, v in bundle.meta.training.items() if k not in ("run_dir", "dataset")},
+        "kimg": kimg,
+        "dataset": "Fluent Emoji 3D 1.1.0 (@lobehub/fluent-emoji-3d, MIT), composited on white, 64 px, x-flips",
+        "licence": "weights: MIT (trained by GAN Studio on MIT-licensed images)",
+        "fd_effnet": model["fd_effnet"],
+        "wall_time_h": round(wall_s / 3600, 2),
+        "hardware": args.hardware,
+    }
+    save_checkpoint(weights, CheckpointBundle(bundle.G_ema, bundle.G, bundle.D, bundle.augment_p, bundle.meta), torch.float16)
+    z = torch.cat([z_from_seed(s, bundle.G_ema.z_dim) for s in range(32)])
+    with torch.inference_mode():
+        save_image_grid(to_uint8(bundle.G_ema.render(z, noise_mode="const")), 8, grid_path)
+
+    def row(name: str, m: dict) -> str:
+        return f"| {name} | {m['fd_effnet']:.1f} | {m['kid_effnet']:.4f} | {m['precision']:.3f} | {m['recall']:.3f} |"
+
+    keys = ("channel_base", "channel_max", "z_dim", "w_dim", "map_layers", "batch", "g_lr", "d_lr", "aug", "ada_target", "ada_kimg", "mirror", "pl_weight")
+    card = f"""# {args.name}: GAN Studio's bundled default generator
+
+A StyleGAN2 generator ({bundle.meta.resolution}×{bundle.meta.resolution}, {bundle.meta.num_ws} style layers) trained from scratch by
+GAN Studio's own `gan-studio-train` on the Fluent Emoji 3D images. It is small and rough: it was trained on
+two CPU cores, so it is a toy to play with and a base to fine-tune, not a showcase of StyleGAN.
+
+![samples, seeds 0–31](./{grid_path.name})
+
+## Data and licences
+- **Images**: Fluent Emoji 3D, npm package `@lobehub/fluent-emoji-3d@1.1.0` (MIT licence, © Microsoft
+  Corporation; package by LobeHub): 3,391 RGBA WebP images at 256 px. Our importer dropped exact and near
+  duplicates (mostly skin-tone variants) and kept {data.num_images}; transparency composited on white,
+  letterboxed (`--crop pad`) to 64×64; left-right mirrors added (`--mirror`).
+- **Weights**: MIT, like the rest of GAN Studio. Stored as fp16 (G_ema for rendering, plus G and D so it can
+  be fine-tuned, and ADA's p = {bundle.augment_p:.3f}).
+
+## How it was made
+```
+bash scripts/build_default_model.sh      # npm pack, then gan-studio-train (see the script for every option)
+python scripts/model_card.py --run RUN   # this card, the sample grid and the fp16 weights
+```
+Options: {", ".join(f"{k}={config[k]}" for k in keys)}, R1 gamma {0.0002 * 64 ** 2 / config['batch']:.4f}
+(ADA's heuristic). The run started with `ada_kimg=500` and was resumed at 3.3 kimg with `--set ada_kimg=20`
+so that ADA could react within a short run.
+
+- Trained: **{kimg:.1f} kimg** ({kimg * 1000 / config['batch']:.0f} steps), {wall_s / 3600:.2f} h of training wall time.
+- Hardware: {args.hardware}; fp32 (this CPU has no native bf16), one thread while other work shared the
+  two cores.
+
+## Quality (FD-EffNet — Fréchet distance on EfficientNet-Lite0 features, *not* the Inception FID of papers)
+{n} generated images (random z, ψ = 1, const noise) against {n} training images; lower FD/KID is better,
+precision = share of generated images inside the data's manifold, recall = share of the data covered
+(k = 3 nearest neighbours, Kynkäänniemi et al. 2019).
+
+| | FD-EffNet | KID-EffNet | precision | recall |
+| --- | --- | --- | --- | --- |
+{row("this model", model)}
+{row("same network, random weights (ceiling)", random_metrics)}
+{row("two disjoint halves of the data (floor)", halves)}
+"""
+    (out_dir / f"{args.name}.md").write_text(card)
+    print(json.dumps({"model": model, "random": random_metrics, "halves": halves, "kimg": kimg}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -78,15 +78,6 @@ def _distributed() -> tuple[int, int, int]:
     return torch.distributed.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), world
 
 
-def _meta_for(G: Generator, D: Discriminator, source_name: str, training: dict) -> ModelMeta:
-    return ModelMeta(
-        family="stylegan2", resolution=G.img_resolution, z_dim=G.z_dim, w_dim=G.w_dim, num_ws=G.num_ws,
-        c_dim=G.c_dim, img_channels=G.img_channels, source_format="native", source_name=source_name,
-        source_sha256="", g_kwargs=copy.deepcopy(G.init_kwargs), d_kwargs=copy.deepcopy(D.init_kwargs),
-        training=training,
-    )
-
-
 class Trainer:
     """One run's state; `train()` below is the public entry point."""
 
@@ -458,7 +449,10 @@ class Trainer:
                 "run_dir": str(self.run.root), "augment_p": augment.p,
             }
             bundle = CheckpointBundle(
-                G_ema=G_ema, G=G, D=D, augment_p=augment.p, meta=_meta_for(G, D, paths.network.name, training)
+                G_ema=G_ema, G=G, D=D, augment_p=augment.p, meta=ModelMeta.for_networks(
+                    G_ema, D, source_format="native", source_name=paths.network.name, source_sha256="",
+                    training=training,
+                ),
             )
             save_checkpoint(paths.network, bundle)
             self.run.prune(self.config.keep_checkpoints)

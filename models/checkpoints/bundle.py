@@ -41,6 +41,28 @@ class ModelMeta:
         return dataclasses.asdict(self)
 
     @classmethod
+    def for_networks(
+        cls, G_ema: Generator, D: Discriminator | None, *, source_format: str, source_name: str,
+        source_sha256: str, training: dict,
+    ) -> ModelMeta:
+        """Describe these networks: the architecture fields come from them, so they always match the weights."""
+        return cls(
+            family="stylegan2",
+            resolution=G_ema.img_resolution,
+            z_dim=G_ema.z_dim,
+            w_dim=G_ema.w_dim,
+            num_ws=G_ema.num_ws,
+            c_dim=G_ema.c_dim,
+            img_channels=G_ema.img_channels,
+            source_format=source_format,
+            source_name=source_name,
+            source_sha256=source_sha256,
+            g_kwargs=copy.deepcopy(G_ema.init_kwargs),
+            d_kwargs=copy.deepcopy(D.init_kwargs) if D is not None else None,
+            training=training,
+        )
+
+    @classmethod
     def from_dict(cls, data: Any) -> ModelMeta:
         """Rebuild from `to_dict()` output; raises ValueError naming what is missing or unexpected."""
         if not isinstance(data, dict):
@@ -136,19 +158,8 @@ def build_bundle(
     for net in (G, D):
         if net is not None:
             net.eval().to(device)
-    meta = ModelMeta(
-        family="stylegan2",
-        resolution=G_ema.img_resolution,
-        z_dim=G_ema.z_dim,
-        w_dim=G_ema.w_dim,
-        num_ws=G_ema.num_ws,
-        c_dim=G_ema.c_dim,
-        img_channels=G_ema.img_channels,
-        source_format=source_format,
-        source_name=source_name,
-        source_sha256=source_sha256,
-        g_kwargs=copy.deepcopy(G_ema.init_kwargs),
-        d_kwargs=copy.deepcopy(D.init_kwargs) if D is not None else None,
+    meta = ModelMeta.for_networks(
+        G_ema, D, source_format=source_format, source_name=source_name, source_sha256=source_sha256,
         training=training,
     )
     return CheckpointBundle(G_ema=G_ema, G=G, D=D, augment_p=augment_p, meta=meta)

@@ -62,7 +62,7 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
     path = Path(path)
     kind = detect_format(path)
     try:
-        return _READERS[kind](path, _sha256(path), device)
+        return _READERS[kind](path, file_sha256(path), device)
     except CheckpointError:
         raise
     except OSError as exc:
@@ -88,7 +88,8 @@ def _is_torch_legacy(head: bytes) -> bool:
     return head.startswith(b"\x80\x02\x8a\x0a") and magic == _TORCH_LEGACY_MAGIC
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in chunks (model files are large)."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         while chunk := file.read(1 << 20):

@@ -7,7 +7,6 @@ float16) and the string metadata holds `format`, `format_version`, `meta` (`Mode
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import tempfile
@@ -38,17 +37,10 @@ def save_checkpoint(
         raise ValueError(f"checkpoints are stored as torch.float32 or torch.float16, not {dtype}")
     path = Path(path)
     G_ema, D = bundle.G_ema, bundle.D
-    meta = dataclasses.replace(
-        bundle.meta,
-        family="stylegan2",
-        resolution=G_ema.img_resolution,
-        z_dim=G_ema.z_dim,
-        w_dim=G_ema.w_dim,
-        num_ws=G_ema.num_ws,
-        c_dim=G_ema.c_dim,
-        img_channels=G_ema.img_channels,
-        g_kwargs=G_ema.init_kwargs,
-        d_kwargs=D.init_kwargs if D is not None else None,
+    old = bundle.meta
+    meta = ModelMeta.for_networks(
+        G_ema, D, source_format=old.source_format, source_name=old.source_name,
+        source_sha256=old.source_sha256, training=old.training,
     )
     tensors = {}
     for prefix, net in zip(_NETWORKS, (G_ema, bundle.G, D), strict=True):

@@ -32,9 +32,10 @@ from models.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
+from models.checkpoints.loader import file_sha256
 from models.seeds import z_from_seed
 from models.stylegan2 import Generator
-from studio.engine.files import atomic_write, atomic_write_bytes, file_sha256
+from studio.engine.files import atomic_write, atomic_write_bytes
 from studio.engine.imaging import grid, resize, to_uint8
 from studio.engine.paths import bundled_model_path
 

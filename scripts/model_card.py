@@ -53,7 +53,11 @@ def main() -> None:
     config = json.loads(run.config_path.read_text())
     stats = [json.loads(line) for line in run.stats_path.open()]
     progress = [e for e in stats if e["event"] == "progress"]
-    wall_s = sum(max(0.0, b["elapsed_s"] - a["elapsed_s"]) for a, b in zip(progress, progress[1:]) if b["elapsed_s"] > a["elapsed_s"])
+    wall_s = sum(
+        max(0.0, b["elapsed_s"] - a["elapsed_s"])
+        for a, b in zip(progress, progress[1:], strict=False)
+        if b["elapsed_s"] > a["elapsed_s"]
+    )
     bundle = load_checkpoint(latest.network)
     kimg = latest.nimg / 1000
 
@@ -83,7 +87,9 @@ def main() -> None:
         "wall_time_h": round(wall_s / 3600, 2),
         "hardware": args.hardware,
     }
-    save_checkpoint(weights, CheckpointBundle(bundle.G_ema, bundle.G, bundle.D, bundle.augment_p, bundle.meta), torch.float16)
+    save_checkpoint(
+        weights, CheckpointBundle(bundle.G_ema, bundle.G, bundle.D, bundle.augment_p, bundle.meta), torch.float16
+    )
     z = torch.cat([z_from_seed(s, bundle.G_ema.z_dim) for s in range(32)])
     with torch.inference_mode():
         save_image_grid(to_uint8(bundle.G_ema.render(z, noise_mode="const")), 8, grid_path)
@@ -91,12 +97,26 @@ def main() -> None:
     def row(name: str, m: dict) -> str:
         return f"| {name} | {m['fd_effnet']:.1f} | {m['kid_effnet']:.4f} | {m['precision']:.3f} | {m['recall']:.3f} |"
 
-    keys = ("channel_base", "channel_max", "z_dim", "w_dim", "map_layers", "batch", "g_lr", "d_lr", "aug", "ada_target", "ada_kimg", "mirror", "pl_weight")
+    keys = (
+        "channel_base",
+        "channel_max",
+        "z_dim",
+        "w_dim",
+        "map_layers",
+        "batch",
+        "g_lr",
+        "d_lr",
+        "aug",
+        "ada_target",
+        "ada_kimg",
+        "mirror",
+        "pl_weight",
+    )
     card = f"""# {args.name}: GAN Studio's bundled default generator
 
-A StyleGAN2 generator ({bundle.meta.resolution}×{bundle.meta.resolution}, {bundle.meta.num_ws} style layers) trained from scratch by
-GAN Studio's own `gan-studio-train` on the Fluent Emoji 3D images. It is small and rough: it was trained on
-two CPU cores, so it is a toy to play with and a base to fine-tune, not a showcase of StyleGAN.
+A StyleGAN2 generator ({bundle.meta.resolution}×{bundle.meta.resolution} px, {bundle.meta.num_ws} style layers) trained
+from scratch by GAN Studio's own `gan-studio-train` on the Fluent Emoji 3D images. It is small and rough: it
+was trained on two CPU cores, so it is a toy to play with and a base to fine-tune, not a showcase of StyleGAN.
 
 ![samples, seeds 0–31](./{grid_path.name})
 
@@ -113,11 +133,11 @@ two CPU cores, so it is a toy to play with and a base to fine-tune, not a showca
 bash scripts/build_default_model.sh      # npm pack, then gan-studio-train (see the script for every option)
 python scripts/model_card.py --run RUN   # this card, the sample grid and the fp16 weights
 ```
-Options: {", ".join(f"{k}={config[k]}" for k in keys)}, R1 gamma {0.0002 * 64 ** 2 / config['batch']:.4f}
+Options: {", ".join(f"{k}={config[k]}" for k in keys)}, R1 gamma {0.0002 * 64**2 / config["batch"]:.4f}
 (ADA's heuristic). The run started with `ada_kimg=500` and was resumed at 3.3 kimg with `--set ada_kimg=20`
 so that ADA could react within a short run.
 
-- Trained: **{kimg:.1f} kimg** ({kimg * 1000 / config['batch']:.0f} steps), {wall_s / 3600:.2f} h of training wall time.
+- Trained: **{kimg:.1f} kimg** ({kimg * 1000 / config["batch"]:.0f} steps), {wall_s / 3600:.2f} h of training wall time.
 - Hardware: {args.hardware}; fp32 (this CPU has no native bf16), one thread while other work shared the
   two cores.
 

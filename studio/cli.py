@@ -171,7 +171,9 @@ def build_app_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("files", nargs="*", help="models or exported PNGs to open")
     parser.add_argument("--screenshots", metavar="DIR", help="save a PNG of each panel offscreen, then exit")
-    parser.add_argument("--self-test", action="store_true", help="render, export and reload offscreen; exit 0 if all works")
+    parser.add_argument(
+        "--self-test", action="store_true", help="render, export and reload offscreen; exit 0 if all works"
+    )
     return parser
 
 

@@ -54,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", help="a folder, zip, or prepared dataset folder")
     parser.add_argument("--base", default=None, help="a model file to fine-tune (.pkl, .pt, .safetensors) or 'scratch'")
     parser.add_argument("--out", help="the run folder (created)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint (--set may change options)")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its last checkpoint (--set may change options)",
+    )
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a bundle of defaults (finetune is used with --base)")
     parser.add_argument("--mirror", action="store_true", help="add left-right mirrored copies of the images")
     parser.add_argument("--events", choices=["jsonl"], help="print one JSON event per line instead of a progress bar")
@@ -69,7 +73,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise ConfigError("--data and --out are required (or --resume RUN_DIR)")
     base = args.base or "scratch"
     preset = args.preset or ("scratch" if base == "scratch" else "finetune")
-    values: dict[str, Any] = {"data": args.data, "out": args.out, "base": base, "mirror": args.mirror, **PRESETS[preset]}
+    values: dict[str, Any] = {
+        "data": args.data,
+        "out": args.out,
+        "base": base,
+        "mirror": args.mirror,
+        **PRESETS[preset],
+    }
     for flag, _, _ in _FLAGS:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
@@ -111,7 +121,10 @@ class _Output:
             from tqdm import tqdm
 
             self.bar = tqdm(total=event["kimg"], initial=event["cur_kimg"], unit="kimg", dynamic_ncols=True)
-            print(f"training on {event['device']} · {event['dataset_size']} images at {event['resolution']}px", file=sys.stderr)
+            print(
+                f"training on {event['device']} · {event['dataset_size']} images at {event['resolution']}px",
+                file=sys.stderr,
+            )
         elif kind == "progress" and self.bar is not None:
             self.bar.n = event["kimg"]
             losses = " ".join(f"{k}={v:.3f}" for k, v in event["losses"].items() if k in ("G", "D"))
@@ -126,7 +139,9 @@ class _Output:
         elif kind == "finished":
             if self.bar is not None:
                 self.bar.close()
-            print(f"{event['status']} at {event['kimg']:.2f} kimg; last checkpoint {event['checkpoint']}", file=sys.stderr)
+            print(
+                f"{event['status']} at {event['kimg']:.2f} kimg; last checkpoint {event['checkpoint']}", file=sys.stderr
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,6 +73,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ConfigError for the first bad option, naming it."""
+
         def need(ok: bool, message: str) -> None:
             if not ok:
                 raise ConfigError(message)
@@ -101,7 +102,10 @@ class TrainConfig:
         need(self.ada_kimg > 0, f"--ada-kimg must be positive, not {self.ada_kimg}")
         need(self.freeze_d >= 0, f"--freeze-d must be non-negative, not {self.freeze_d}")
         need(self.crop in ("crop", "pad", "stretch"), f"--crop must be crop, pad or stretch, not {self.crop!r}")
-        need(self.precision in ("auto", "fp32", "bf16", "fp16"), f"--precision must be auto, fp32, bf16 or fp16, not {self.precision!r}")
+        need(
+            self.precision in ("auto", "fp32", "bf16", "fp16"),
+            f"--precision must be auto, fp32, bf16 or fp16, not {self.precision!r}",
+        )
         need(self.snap_kimg > 0 and self.sample_kimg > 0, "--snap-kimg and --sample-kimg must be positive")
         need(self.keep_checkpoints >= 1, "--keep-checkpoints must be at least 1")
         need(self.metrics_kimg >= 0 and self.metrics_n >= 10, "--metrics-kimg must be ≥ 0 and --metrics-n ≥ 10")

@@ -116,7 +116,9 @@ class Trainer:
     def prepare_run_dir(self) -> None:
         if self.rank == 0:
             if not self.resume and self.run.latest_checkpoint() is not None:
-                raise TrainingError(f"{self.run.root} already holds a run; resume it with --resume or choose a new --out")
+                raise TrainingError(
+                    f"{self.run.root} already holds a run; resume it with --resume or choose a new --out"
+                )
             self.run.create()
             if not self.resume:
                 self.config.dump(self.run.config_path)
@@ -129,7 +131,11 @@ class Trainer:
             if cfg.resolution is None:
                 raise ConfigError("--resolution is required when training from scratch (e.g. --resolution 64)")
             g_kwargs = dict(
-                z_dim=cfg.z_dim, c_dim=0, w_dim=cfg.w_dim, img_resolution=cfg.resolution, img_channels=3,
+                z_dim=cfg.z_dim,
+                c_dim=0,
+                w_dim=cfg.w_dim,
+                img_resolution=cfg.resolution,
+                img_channels=3,
                 mapping_kwargs=dict(num_layers=cfg.map_layers),
                 synthesis_kwargs=dict(channel_base=cfg.channel_base, channel_max=cfg.channel_max),
             )
@@ -149,11 +155,18 @@ class Trainer:
         G = copy.deepcopy(bundle.G if bundle.G is not None else bundle.G_ema)
         D = bundle.D
         if D is None:
-            self.emit("warning", message="the base model has no discriminator: starting a fresh one, so the first kimg are rougher")
+            self.emit(
+                "warning",
+                message="the base model has no discriminator: starting a fresh one, so the first kimg are rougher",
+            )
             sk = G.init_kwargs["synthesis_kwargs"]
             D = Discriminator(
-                0, G.img_resolution, G.img_channels, channel_base=sk.get("channel_base", 32768),
-                channel_max=sk.get("channel_max", 512), conv_clamp=sk.get("conv_clamp"),
+                0,
+                G.img_resolution,
+                G.img_channels,
+                channel_base=sk.get("channel_base", 32768),
+                channel_max=sk.get("channel_max", 512),
+                conv_clamp=sk.get("conv_clamp"),
             )
         return G, D, G_ema, bundle.augment_p, bundle.meta.resolution
 
@@ -174,7 +187,11 @@ class Trainer:
             prepared = self.run.root / "dataset"
             if self.rank == 0:
                 report = prepare_dataset(
-                    [data], prepared, resolution, mode=cfg.crop, xflip=cfg.mirror,
+                    [data],
+                    prepared,
+                    resolution,
+                    mode=cfg.crop,
+                    xflip=cfg.mirror,
                     background=cfg.alpha_background,
                     progress=self._import_progress,
                     cancel=self.abort_fn,
@@ -207,7 +224,9 @@ class Trainer:
         frozen = {id(p) for block in D.blocks()[: cfg.freeze_d] for p in block.parameters()}
         d_trainable = [p for p in D.parameters() if id(p) not in frozen]
 
-        augment = build_augment(cfg.aug, preset=cfg.ada_preset, p=base_p or 0.0, policy=cfg.diffaug_policy).to(self.device)
+        augment = build_augment(cfg.aug, preset=cfg.ada_preset, p=base_p or 0.0, policy=cfg.diffaug_policy).to(
+            self.device
+        )
         ada = AdaController(target=cfg.ada_target, adjust_kimg=cfg.ada_kimg) if cfg.aug == "ada" else None
 
         g_lr, g_betas = lazy_adam_hparams(cfg.g_lr, cfg.pl_interval) if cfg.pl_weight > 0 else (cfg.g_lr, (0.0, 0.99))
@@ -247,18 +266,32 @@ class Trainer:
         grid_z = torch.cat([z_from_seed(s, G.z_dim) for s in range(cfg.sample_grid[0] * cfg.sample_grid[1])])
 
         self.emit(
-            "started", run_dir=str(self.run.root), resolution=resolution, kimg=cfg.kimg, cur_kimg=cur_nimg / 1000,
-            device=describe(self.device, self.dtype), world_size=self.world, dataset_size=len(dataset),
-            base=cfg.base, resumed=self.resume, r1_gamma=r1_gamma,
+            "started",
+            run_dir=str(self.run.root),
+            resolution=resolution,
+            kimg=cfg.kimg,
+            cur_kimg=cur_nimg / 1000,
+            device=describe(self.device, self.dtype),
+            world_size=self.world,
+            dataset_size=len(dataset),
+            base=cfg.base,
+            resumed=self.resume,
+            r1_gamma=r1_gamma,
         )
         if len(dataset) < 1000:
-            self.emit("warning", message=f"the dataset is small ({dataset.num_images} images): expect overfitting without augmentation (ADA is {'on' if cfg.aug == 'ada' else 'off'})")
+            self.emit(
+                "warning",
+                message=f"the dataset is small ({dataset.num_images} images): expect overfitting without "
+                f"augmentation (ADA is {'on' if cfg.aug == 'ada' else 'off'})",
+            )
         if cur_nimg == 0 and self.rank == 0:
             self._save_samples(G_ema, grid_z, 0)
 
         next_snap = (cur_nimg // int(cfg.snap_kimg * 1000) + 1) * int(cfg.snap_kimg * 1000)
         next_sample = (cur_nimg // int(cfg.sample_kimg * 1000) + 1) * int(cfg.sample_kimg * 1000)
-        next_metrics = (cur_nimg // int(cfg.metrics_kimg * 1000) + 1) * int(cfg.metrics_kimg * 1000) if cfg.metrics_kimg else None
+        next_metrics = (
+            (cur_nimg // int(cfg.metrics_kimg * 1000) + 1) * int(cfg.metrics_kimg * 1000) if cfg.metrics_kimg else None
+        )
         tick_losses: dict[str, list[float]] = {}
         tick_start, tick_nimg, last_emit = time.time(), cur_nimg, 0.0
         rate = None
@@ -270,7 +303,23 @@ class Trainer:
                 break
             reals = torch.stack([dataset[next(data_iter)][0] for _ in range(batch_local)]).to(self.device)
             reals = reals.float() / 127.5 - 1
-            losses = self._step(step, reals, G_train, ddp_G, ddp_D, D, d_trainable, augment, ada, opt_G, opt_D, pl, micro, rounds, r1_gamma)
+            losses = self._step(
+                step,
+                reals,
+                G_train,
+                ddp_G,
+                ddp_D,
+                D,
+                d_trainable,
+                augment,
+                ada,
+                opt_G,
+                opt_D,
+                pl,
+                micro,
+                rounds,
+                r1_gamma,
+            )
             for k, v in losses.items():
                 tick_losses.setdefault(k, []).append(v)
             self._update_ema(G, G_ema, cur_nimg)
@@ -284,18 +333,28 @@ class Trainer:
             if now - last_emit >= cfg.progress_interval_s or done:
                 rate = (cur_nimg - tick_nimg) / max(now - tick_start, 1e-6)
                 self.emit(
-                    "progress", step=step, kimg=cur_nimg / 1000, total_kimg=cfg.kimg,
+                    "progress",
+                    step=step,
+                    kimg=cur_nimg / 1000,
+                    total_kimg=cfg.kimg,
                     losses={k: float(np.mean(v)) for k, v in tick_losses.items()},
-                    augment_p=augment.p, ada_rt=ada.rt if ada else None, images_per_s=rate,
-                    eta_s=(total_nimg - cur_nimg) / rate if rate > 0 else None, elapsed_s=now - self.start_time,
+                    augment_p=augment.p,
+                    ada_rt=ada.rt if ada else None,
+                    images_per_s=rate,
+                    eta_s=(total_nimg - cur_nimg) / rate if rate > 0 else None,
+                    elapsed_s=now - self.start_time,
                 )
                 tick_losses, tick_start, tick_nimg, last_emit = {}, now, cur_nimg, now
             if self.rank == 0 and (cur_nimg >= next_sample or done):
                 self._save_samples(G_ema, grid_z, cur_nimg)
-                next_sample += int(cfg.sample_kimg * 1000) * (1 + (cur_nimg - next_sample) // int(cfg.sample_kimg * 1000))
+                next_sample += int(cfg.sample_kimg * 1000) * (
+                    1 + (cur_nimg - next_sample) // int(cfg.sample_kimg * 1000)
+                )
             if next_metrics is not None and (cur_nimg >= next_metrics or done):
                 self._metrics(G_ema, dataset, cur_nimg)
-                next_metrics += int(cfg.metrics_kimg * 1000) * (1 + (cur_nimg - next_metrics) // int(cfg.metrics_kimg * 1000))
+                next_metrics += int(cfg.metrics_kimg * 1000) * (
+                    1 + (cur_nimg - next_metrics) // int(cfg.metrics_kimg * 1000)
+                )
             if cur_nimg >= next_snap or done:
                 self._checkpoint(G, D, G_ema, augment, ada, opt_G, opt_D, pl, cur_nimg, step)
                 next_snap += int(cfg.snap_kimg * 1000) * (1 + (cur_nimg - next_snap) // int(cfg.snap_kimg * 1000))
@@ -304,13 +363,33 @@ class Trainer:
             self._checkpoint(G, D, G_ema, augment, ada, opt_G, opt_D, pl, cur_nimg, step)
         latest = self.run.latest_checkpoint()
         result = {
-            "status": status, "kimg": cur_nimg / 1000, "step": step,
-            "checkpoint": str(latest.network) if latest else None, "elapsed_s": time.time() - self.start_time,
+            "status": status,
+            "kimg": cur_nimg / 1000,
+            "step": step,
+            "checkpoint": str(latest.network) if latest else None,
+            "elapsed_s": time.time() - self.start_time,
         }
         self.emit("finished", **result)
         return result
 
-    def _step(self, step, reals, G_train, ddp_G, ddp_D, D, d_trainable, augment, ada, opt_G, opt_D, pl, micro, rounds, r1_gamma) -> dict[str, float]:
+    def _step(
+        self,
+        step,
+        reals,
+        G_train,
+        ddp_G,
+        ddp_D,
+        D,
+        d_trainable,
+        augment,
+        ada,
+        opt_G,
+        opt_D,
+        pl,
+        micro,
+        rounds,
+        r1_gamma,
+    ) -> dict[str, float]:
         cfg = self.config
         G = G_train.G
         z_dim = G.z_dim
@@ -327,8 +406,8 @@ class Trainer:
         G.requires_grad_(True)
         opt_G.zero_grad(set_to_none=True)
         do_pl = cfg.pl_weight > 0 and step % cfg.pl_interval == 0
-        passes = [("main", r) for r in range(rounds)] + ([("pl", r) for r in range(rounds)] if do_pl else [])
-        for i, (kind, r) in enumerate(passes):
+        passes = ["main"] * rounds + (["pl"] * rounds if do_pl else [])
+        for i, kind in enumerate(passes):
             z = torch.randn([micro, z_dim], device=self.device)
             with sync_context(ddp_G, i == len(passes) - 1):
                 if kind == "main":
@@ -435,8 +514,12 @@ class Trainer:
         if self.rank == 0:
             paths = self.run.checkpoint_paths(cur_nimg)
             state = {
-                "format": "gan-studio-train-state", "version": 1, "cur_nimg": cur_nimg, "step": step,
-                "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
+                "format": "gan-studio-train-state",
+                "version": 1,
+                "cur_nimg": cur_nimg,
+                "step": step,
+                "opt_G": opt_G.state_dict(),
+                "opt_D": opt_D.state_dict(),
                 "augment_p": augment.pipe.p.detach().cpu().clone() if augment.pipe is not None else None,
                 "ada": ada.state_dict() if ada is not None else None,
                 "pl_mean": pl.mean.detach().cpu().clone(),
@@ -445,12 +528,24 @@ class Trainer:
             }
             self.run.save_state(paths, state)
             training = {
-                "kimg": cur_nimg / 1000, "step": step, "dataset": str(self.config.data), "base": self.config.base,
-                "run_dir": str(self.run.root), "augment_p": augment.p,
+                "kimg": cur_nimg / 1000,
+                "step": step,
+                "dataset": str(self.config.data),
+                "base": self.config.base,
+                "run_dir": str(self.run.root),
+                "augment_p": augment.p,
             }
             bundle = CheckpointBundle(
-                G_ema=G_ema, G=G, D=D, augment_p=augment.p, meta=ModelMeta.for_networks(
-                    G_ema, D, source_format="native", source_name=paths.network.name, source_sha256="",
+                G_ema=G_ema,
+                G=G,
+                D=D,
+                augment_p=augment.p,
+                meta=ModelMeta.for_networks(
+                    G_ema,
+                    D,
+                    source_format="native",
+                    source_name=paths.network.name,
+                    source_sha256="",
                     training=training,
                 ),
             )

@@ -44,7 +44,9 @@ class RunDir:
 
     def checkpoint_paths(self, nimg: int) -> CheckpointPaths:
         stem = f"network-{nimg:09d}"
-        return CheckpointPaths(nimg, self.checkpoints_dir / f"{stem}.safetensors", self.checkpoints_dir / f"{stem}.state.pt")
+        return CheckpointPaths(
+            nimg, self.checkpoints_dir / f"{stem}.safetensors", self.checkpoints_dir / f"{stem}.state.pt"
+        )
 
     def checkpoints(self) -> list[CheckpointPaths]:
         """Complete checkpoints, oldest first."""

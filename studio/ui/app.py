@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
 from PySide6.QtCore import QCoreApplication, QEvent, Qt
 from PySide6.QtWidgets import QApplication
 
+from studio.engine.datasets import DatasetStore
 from studio.ui import settings
 from studio.ui.main_window import MainWindow
 from studio.ui.theme import app_icon, apply_theme
@@ -48,7 +52,9 @@ def run_app(argv: list[str]) -> int:
 
 def take_screenshots(out_dir: Path) -> list[Path]:
     """Open the window offscreen on the default model, visit each panel once its renders have finished, and
-    save models.png, explore.png, mix.png and export.png; returns the written paths."""
+    save models.png, explore.png, mix.png and export.png; then dataset.png (a real import of procedural
+    images) and train.png (a short real run of a tiny network on them), both kept in a temporary folder, not
+    in the user's data. Returns the written paths."""
     if QApplication.instance() is None:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     out_dir = Path(out_dir)
@@ -79,10 +85,63 @@ def take_screenshots(out_dir: Path) -> list[Path]:
     shoot("explore", "Explore")
     shoot("mix", "Mix", window.mix_panel.show_example)
     shoot("export", "Export")
+    with tempfile.TemporaryDirectory(prefix="gan-studio-shots-") as scratch:
+        _shoot_dataset_and_train(app, window, Path(scratch), shoot)
     window.close()
     window.deleteLater()
     app.sendPostedEvents(None, QEvent.Type.DeferredDelete)
     return written
+
+
+_SHOT_RESOLUTION = 32
+# A network small enough to show a live run within seconds on a CPU.
+_TINY_RUN = {
+    "channel_base": 256, "channel_max": 32, "z_dim": 32, "w_dim": 32, "map_layers": 2, "batch": 8,
+    "kimg": 1.0, "sample_kimg": 0.04, "snap_kimg": 0.1, "progress_interval_s": 0.25,
+}
+
+
+def _shoot_dataset_and_train(app: QApplication, window: MainWindow, scratch: Path, shoot) -> None:
+    store = DatasetStore(scratch / "datasets")
+    dataset, train = window.dataset_panel, window.train_panel
+    dataset.store = train.datasets = store
+    train.runs_root = scratch / "runs"
+    window.docks["Dataset"].show()
+    window.docks["Dataset"].raise_()
+    dataset.resolution.setCurrentIndex(dataset.resolution.findData(_SHOT_RESOLUTION))
+    window.open_paths([_example_images(scratch / "my drawings")])
+    _wait(app, lambda: dataset.report is not None and not dataset.busy())
+    shoot("dataset", "Dataset")
+    dataset.prepare("my drawings")
+    _wait(app, lambda: dataset.dataset == "my drawings" and not dataset.busy())
+    window.docks["Train"].show()
+    window.docks["Train"].raise_()
+    train.select(base="scratch", dataset="my drawings")
+    train.overrides = dict(_TINY_RUN)
+    train.start()
+    _wait(app, lambda: not train.running() or len(train.samples()) >= 6, timeout_s=300)
+    shoot("train", "Train")
+    train.stop()
+    _wait(app, lambda: not train.running())
+
+
+def _example_images(folder: Path) -> Path:
+    """Forty procedural 'drawings' (soft discs on gradients), one exact copy and two broken files."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[:96, :128] / 96.0
+    for i in range(40):
+        top, bottom = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+        image = top * (1 - yy[..., None]) + bottom * yy[..., None]
+        for _ in range(3):
+            cx, cy, r = rng.uniform(0.2, 1.1), rng.uniform(0.2, 0.8), rng.uniform(0.08, 0.3)
+            inside = np.clip((r - np.hypot(xx - cx, yy - cy)) * 40, 0, 1)[..., None]
+            image = image * (1 - inside) + rng.uniform(0, 255, 3) * inside
+        Image.fromarray(image.astype(np.uint8)).save(folder / f"drawing-{i:02d}.png")
+    (folder / "drawing-00 copy.png").write_bytes((folder / "drawing-00.png").read_bytes())
+    (folder / "unfinished.png").write_bytes(b"")
+    (folder / "notes.jpg").write_text("remember to scan the rest of the sketchbook\n")
+    return folder
 
 
 def _wait(app: QApplication, condition: Callable[[], bool], timeout_s: float = 120.0) -> None:

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from studio.engine.datasets import DROP_SUFFIXES
 from studio.engine.library import ModelEntry, ModelLibrary
 from studio.engine.paths import user_data_dir
 from studio.engine.recipe import read_recipe
@@ -29,10 +30,12 @@ from studio.ui.controller import StudioController
 from studio.ui.dialogs.about import show_about, show_licences
 from studio.ui.dialogs.settings import SettingsDialog
 from studio.ui.images import to_qimage
+from studio.ui.panels.dataset import DatasetPanel
 from studio.ui.panels.explore import ExplorePanel
 from studio.ui.panels.export import ExportPanel
 from studio.ui.panels.mix import MixPanel
 from studio.ui.panels.models import MODEL_SUFFIXES, ModelsPanel
+from studio.ui.panels.train import TrainPanel
 from studio.ui.theme import app_icon
 from studio.ui.widgets.canvas import Canvas
 from studio.ui.widgets.empty_state import EmptyState
@@ -80,6 +83,11 @@ class MainWindow(QMainWindow):
         self.explore_panel = ExplorePanel(self.controller)
         self.mix_panel = MixPanel(self.controller)
         self.export_panel = ExportPanel(self.controller)
+        self.dataset_panel = DatasetPanel(self.controller)
+        self.train_panel = TrainPanel(self.controller, self.dataset_panel.store)
+        self.dataset_panel.datasets_changed.connect(self.train_panel.refresh_datasets)
+        self.train_panel.library_changed.connect(self.models_panel.refresh)
+        self.train_panel.open_checkpoint.connect(self._open_checkpoint)
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("Models", self.models_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
         for name, panel in (
@@ -88,6 +96,10 @@ class MainWindow(QMainWindow):
             self._add_dock(name, panel, Qt.DockWidgetArea.RightDockWidgetArea)
         self.tabifyDockWidget(self.docks["Explore"], self.docks["Mix"])
         self.tabifyDockWidget(self.docks["Mix"], self.docks["Export"])
+        self._add_dock("Dataset", self.dataset_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._add_dock("Train", self.train_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.tabifyDockWidget(self.docks["Export"], self.docks["Dataset"])
+        self.tabifyDockWidget(self.docks["Dataset"], self.docks["Train"])
         self.docks["Explore"].raise_()
         self.resizeDocks([self.docks["Models"], self.docks["Explore"]], [290, 400], Qt.Orientation.Horizontal)
 
@@ -262,20 +274,31 @@ class MainWindow(QMainWindow):
             self.open_paths([Path(p) for p in paths])
 
     def open_paths(self, paths: list[Path]) -> None:
-        """Models are imported into the library; exported images restore their model and state."""
+        """Models are imported into the library; exported images restore their model and state; folders,
+        zips and other images are scanned for a dataset in the Dataset panel."""
         models = [p for p in paths if p.suffix.lower() in MODEL_SUFFIXES]
-        images = [p for p in paths if p.suffix.lower() in RECIPE_SUFFIXES]
-        ignored = [p.name for p in paths if p not in models and p not in images]
+        recipes = [p for p in paths if p.suffix.lower() in RECIPE_SUFFIXES and read_recipe(p) is not None]
+        data = [p for p in paths if p not in recipes and (p.is_dir() or p.suffix.lower() in DROP_SUFFIXES)]
+        ignored = [p.name for p in paths if p not in models and p not in recipes and p not in data]
         if models:
             self.models_panel.import_files(models)
-        for image in images[-1:]:  # restoring several states at once has no meaning: the last drop wins
+        for image in recipes[-1:]:  # restoring several states at once has no meaning: the last drop wins
             self.restore_recipe(image)
+        if data:
+            self.docks["Dataset"].show()
+            self.docks["Dataset"].raise_()
+            self.dataset_panel.import_paths(data)
         if ignored:
             self._show_message(
                 "error",
-                f"Ignored {', '.join(ignored)}: drop a model (.pkl, .pt, .safetensors) "
-                "or an image exported by GAN Studio.",
+                f"Ignored {', '.join(ignored)}: drop a model (.pkl, .pt, .safetensors), an image exported by "
+                "GAN Studio, or folders, zips and images for a dataset.",
             )
+
+    def _open_checkpoint(self, path: Path) -> None:
+        """A training snapshot goes through the library like any model, then opens in Explore."""
+        self.models_panel.import_files([path])
+        self.docks["Explore"].raise_()
 
     def restore_recipe(self, path: Path) -> None:
         recipe = read_recipe(path)
@@ -337,6 +360,8 @@ class MainWindow(QMainWindow):
             self.controller.tasks.busy()
             or self.models_panel.importing()
             or self.export_panel.busy()
+            or self.dataset_panel.busy()
+            or self.train_panel.busy()
         )
 
     # --- layout persistence and shutdown ----------------------------------------------------------------
@@ -362,10 +387,14 @@ class MainWindow(QMainWindow):
             store.sync()
         self.models_panel.shutdown()
         self.export_panel.shutdown()
+        self.dataset_panel.shutdown()
+        self.train_panel.shutdown()
         self.controller.shutdown()
         super().closeEvent(event)
 
 
 def _accepted(path: str) -> bool:
-    return Path(path).suffix.lower() in (*MODEL_SUFFIXES, *RECIPE_SUFFIXES)
+    suffix = Path(path).suffix.lower()
+    known = suffix in MODEL_SUFFIXES or suffix in RECIPE_SUFFIXES or suffix in DROP_SUFFIXES
+    return known or Path(path).is_dir()
 

@@ -28,8 +28,23 @@ def test_info_prints_metadata(tiny_model, capsys):
 
 def test_generate_writes_one_png_per_seed_and_raw_output(tiny_model, tmp_path):
     out = tmp_path / "out"
-    assert main(["generate", "--model", str(tiny_model), "--seeds", "0-2,7", "--trunc", "0.7",
-                 "--save-npy", "--outdir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(tiny_model),
+                "--seeds",
+                "0-2,7",
+                "--trunc",
+                "0.7",
+                "--save-npy",
+                "--outdir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.glob("*.png")) == ["seed0000.png", "seed0001.png", "seed0002.png", "seed0007.png"]
     G = load_checkpoint(tiny_model).G_ema
     with torch.inference_mode():
@@ -45,7 +60,9 @@ def test_convert_nvidia_pickle_to_our_format(tmp_path):
     G = make_generator()
     D = make_discriminator()
     marker = tmp_path / "marker"
-    pkl = write_pickle(tmp_path / "net.pkl", nvidia_snapshot(G, G, D, schema="stylegan2-ada", conv_clamp=None, marker=marker))
+    pkl = write_pickle(
+        tmp_path / "net.pkl", nvidia_snapshot(G, G, D, schema="stylegan2-ada", conv_clamp=None, marker=marker)
+    )
     out = tmp_path / "net.safetensors"
     assert main(["convert", str(pkl), str(out)]) == 0
     converted = load_checkpoint(out)
@@ -59,8 +76,9 @@ def test_convert_nvidia_pickle_to_our_format(tmp_path):
 def test_refused_file_gives_a_clear_error_and_exit_code(tmp_path):
     bad = tmp_path / "broken.pkl"
     bad.write_bytes(b"\x80\x04not really a pickle")
-    done = subprocess.run([sys.executable, "-m", "studio", "info", str(bad)], capture_output=True, text=True,
-                          cwd=REPO, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "studio", "info", str(bad)], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
     assert done.returncode == 2
     assert "broken.pkl" in done.stderr and "Traceback" not in done.stderr
 

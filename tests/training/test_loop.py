@@ -26,8 +26,14 @@ ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny networks: one thread
 
 def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
     values = dict(
-        data=str(data), out=str(out), kimg=0.064, batch=8, snap_kimg=0.032, sample_kimg=0.032,
-        pl_weight=0.0, **TINY,
+        data=str(data),
+        out=str(out),
+        kimg=0.064,
+        batch=8,
+        snap_kimg=0.032,
+        sample_kimg=0.032,
+        pl_weight=0.0,
+        **TINY,
     )
     values.update(overrides)
     return TrainConfig(**values)
@@ -35,8 +41,23 @@ def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
 
 def cli_args(data: Path, out: Path, kimg: float, *extra: str) -> list[str]:
     args = [
-        sys.executable, "-m", "training", "--data", str(data), "--out", str(out), "--kimg", str(kimg),
-        "--batch", "8", "--events", "jsonl", "--snap-kimg", "0.016", "--sample-kimg", "1",
+        sys.executable,
+        "-m",
+        "training",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--kimg",
+        str(kimg),
+        "--batch",
+        "8",
+        "--events",
+        "jsonl",
+        "--snap-kimg",
+        "0.016",
+        "--sample-kimg",
+        "1",
     ]
     for key, value in TINY.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
@@ -55,8 +76,14 @@ def render_seeds(G, n: int) -> np.ndarray:
 
 @pytest.mark.parametrize(
     ("option", "value", "message"),
-    [("kimg", 0, "--kimg"), ("resolution", 48, "power of two"), ("aug", "magic", "--aug"), ("g_lr", 2.0, "--g-lr"),
-     ("crop", "zoom", "--crop"), ("precision", "fp8", "--precision")],
+    [
+        ("kimg", 0, "--kimg"),
+        ("resolution", 48, "power of two"),
+        ("aug", "magic", "--aug"),
+        ("g_lr", 2.0, "--g-lr"),
+        ("crop", "zoom", "--crop"),
+        ("precision", "fp8", "--precision"),
+    ],
 )
 def test_bad_options_are_named(tmp_path, option, value, message):
     config = tiny_config(tmp_path, tmp_path / "run", **{option: value})
@@ -86,9 +113,21 @@ def test_sampler_is_position_addressable_and_shares_out_ranks():
 @pytest.mark.slow
 def test_training_moves_samples_toward_the_data(tmp_path, discs_folder):
     """A minute of training from scratch pulls the generator's colours toward red discs on white."""
-    reals = np.stack([np.asarray(p.convert("RGB").resize((16, 16))) for p in map(_open, sorted(discs_folder.iterdir()))])
+    reals = np.stack(
+        [np.asarray(p.convert("RGB").resize((16, 16))) for p in map(_open, sorted(discs_folder.iterdir()))]
+    )
     real_mean = reals.reshape(-1, 3).mean(0)
-    config = tiny_config(discs_folder, tmp_path / "run", kimg=1.6, batch=16, snap_kimg=1.6, sample_kimg=1.6, aug="none", g_lr=0.005, d_lr=0.005)
+    config = tiny_config(
+        discs_folder,
+        tmp_path / "run",
+        kimg=1.6,
+        batch=16,
+        snap_kimg=1.6,
+        sample_kimg=1.6,
+        aug="none",
+        g_lr=0.005,
+        d_lr=0.005,
+    )
     events: list[dict] = []
     result = train(config, events.append)
     assert result["status"] == "completed" and result["kimg"] >= 1.6
@@ -121,7 +160,12 @@ def _initial_generator(config: TrainConfig):
 
     torch.manual_seed(config.seed)
     return Generator(
-        config.z_dim, 0, config.w_dim, config.resolution, 3, mapping_kwargs=dict(num_layers=config.map_layers),
+        config.z_dim,
+        0,
+        config.w_dim,
+        config.resolution,
+        3,
+        mapping_kwargs=dict(num_layers=config.map_layers),
         synthesis_kwargs=dict(channel_base=config.channel_base, channel_max=config.channel_max),
     ).eval()
 
@@ -150,9 +194,13 @@ def test_metrics_are_logged_during_training(tmp_path, discs_folder):
 
 
 def test_resumed_run_matches_uninterrupted_run(tmp_path, discs_folder):
-    whole = tiny_config(discs_folder, tmp_path / "whole", aug="ada", ada_kimg=5.0, pl_weight=1.0, pl_interval=2, r1_interval=2)
+    whole = tiny_config(
+        discs_folder, tmp_path / "whole", aug="ada", ada_kimg=5.0, pl_weight=1.0, pl_interval=2, r1_interval=2
+    )
     train(whole)
-    split = tiny_config(discs_folder, tmp_path / "split", aug="ada", ada_kimg=5.0, pl_weight=1.0, pl_interval=2, r1_interval=2)
+    split = tiny_config(
+        discs_folder, tmp_path / "split", aug="ada", ada_kimg=5.0, pl_weight=1.0, pl_interval=2, r1_interval=2
+    )
     seen = {"started": False, "steps": 0}
 
     def note(event: dict) -> None:
@@ -170,14 +218,18 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, discs_folder):
     a = load_checkpoint(RunDir(whole.out).latest_checkpoint().network)
     b = load_checkpoint(RunDir(split.out).latest_checkpoint().network)
     for name in ("G_ema", "G", "D"):
-        for (key, x), y in zip(getattr(a, name).state_dict().items(), getattr(b, name).state_dict().values(), strict=True):
+        for (key, x), y in zip(
+            getattr(a, name).state_dict().items(), getattr(b, name).state_dict().values(), strict=True
+        ):
             assert torch.equal(x, y), f"{name}.{key} differs after resume"
     assert a.augment_p == b.augment_p
 
 
 def test_cli_sigkill_then_resume_continues_from_the_checkpoint(tmp_path, discs_folder):
     out = tmp_path / "run"
-    proc = subprocess.Popen(cli_args(discs_folder, out, 0.096), stdout=subprocess.PIPE, text=True, cwd=REPO, env=ONE_THREAD)
+    proc = subprocess.Popen(
+        cli_args(discs_folder, out, 0.096), stdout=subprocess.PIPE, text=True, cwd=REPO, env=ONE_THREAD
+    )
     checkpoint = None
     for line in proc.stdout:
         event = json.loads(line)
@@ -191,8 +243,14 @@ def test_cli_sigkill_then_resume_continues_from_the_checkpoint(tmp_path, discs_f
     saved_kimg = RunDir(out).latest_checkpoint().nimg / 1000
     assert saved_kimg >= checkpoint["kimg"]
     # Resuming may change options: here the run is lengthened, which config.json then records.
-    done = subprocess.run([sys.executable, "-m", "training", "--resume", str(out), "--events", "jsonl", "--set", "kimg=0.112"],
-                          capture_output=True, text=True, cwd=REPO, env=ONE_THREAD, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "training", "--resume", str(out), "--events", "jsonl", "--set", "kimg=0.112"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=ONE_THREAD,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     events = events_of(done.stdout)
     started = next(e for e in events if e["event"] == "started")
@@ -204,7 +262,9 @@ def test_cli_sigkill_then_resume_continues_from_the_checkpoint(tmp_path, discs_f
 
 def test_cli_sigterm_checkpoints_and_exits_cleanly(tmp_path, discs_folder):
     out = tmp_path / "run"
-    proc = subprocess.Popen(cli_args(discs_folder, out, 50), stdout=subprocess.PIPE, text=True, cwd=REPO, env=ONE_THREAD)
+    proc = subprocess.Popen(
+        cli_args(discs_folder, out, 50), stdout=subprocess.PIPE, text=True, cwd=REPO, env=ONE_THREAD
+    )
     events = []
     for line in proc.stdout:
         events.append(json.loads(line))
@@ -221,9 +281,24 @@ def test_cli_sigterm_checkpoints_and_exits_cleanly(tmp_path, discs_folder):
 
 def test_cli_reports_errors_as_events(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "training", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run"),
-         "--resolution", "16", "--events", "jsonl"],
-        capture_output=True, text=True, cwd=REPO, env=ONE_THREAD, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "--data",
+            str(tmp_path / "missing"),
+            "--out",
+            str(tmp_path / "run"),
+            "--resolution",
+            "16",
+            "--events",
+            "jsonl",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=ONE_THREAD,
+        timeout=120,
     )
     assert done.returncode != 0
     error = events_of(done.stdout)[-1]
@@ -236,9 +311,23 @@ def test_ddp_two_processes_train_in_step(tmp_path, discs_folder):
     out = tmp_path / "run"
     args = cli_args(discs_folder, out, 0.048)[3:]  # drop "python -m training"
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-         "-m", "training", *args],
-        capture_output=True, text=True, cwd=REPO, env=ONE_THREAD, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            "-m",
+            "training",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=ONE_THREAD,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     events = events_of(done.stdout)

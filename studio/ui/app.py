@@ -106,6 +106,7 @@ def _shoot_dataset_and_train(app: QApplication, window: MainWindow, scratch: Pat
     dataset, train = window.dataset_panel, window.train_panel
     dataset.store = train.datasets = store
     train.runs_root = scratch / "runs"
+    train.environment = {"OMP_NUM_THREADS": "1"}  # a demo run beside the GUI: no threads fighting for cores
     window.docks["Dataset"].show()
     window.docks["Dataset"].raise_()
     dataset.resolution.setCurrentIndex(dataset.resolution.findData(_SHOT_RESOLUTION))
@@ -119,7 +120,7 @@ def _shoot_dataset_and_train(app: QApplication, window: MainWindow, scratch: Pat
     train.select(base="scratch", dataset="my drawings")
     train.overrides = dict(_TINY_RUN)
     train.start()
-    _wait(app, lambda: not train.running() or len(train.samples()) >= 6, timeout_s=300)
+    _wait(app, lambda: not train.running() or len(train.samples()) >= 4, timeout_s=300)
     shoot("train", "Train")
     train.stop()
     _wait(app, lambda: not train.running())

@@ -84,7 +84,8 @@ def test_take_screenshots_shows_every_panel(qtbot, library_home, tmp_path):
 
 
     shots = take_screenshots(tmp_path / "shots")
-    assert [p.name for p in shots] == ["models.png", "explore.png", "mix.png", "export.png"]
+    names = ["models.png", "explore.png", "mix.png", "export.png", "dataset.png", "train.png"]
+    assert [p.name for p in shots] == names
 
 
     images = [np.asarray(Image.open(p).convert("RGB")) for p in shots]

@@ -1,0 +1,686 @@
+"""Train panel: fine-tune a library model (or start from scratch) on a saved dataset, watch it learn, pause,
+resume, and take any snapshot to Explore or the library.
+
+The run is `python -m training … --events jsonl` in a QProcess (the command headless users run); the
+panel knows only its JSON events and its run folder, so a crash in training never takes the app down.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QProcess, QProcessEnvironment, Qt, Signal
+from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QSlider,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from studio.engine.datasets import DatasetError, DatasetStore
+from studio.engine.runs import (
+    PRESETS,
+    ConfigError,
+    EventReader,
+    RunInfo,
+    list_runs,
+    new_run_dir,
+    read_run,
+    resume_command,
+    train_command,
+)
+from studio.ui.controller import StudioController
+from studio.ui.widgets.charts import LineChart
+from studio.ui.workers import TaskRunner
+
+SCRATCH = "scratch"
+SMALL_DATASET = 1000
+LEAKING_P = 0.8
+RESOLUTION_RATIO = 2  # base and dataset this many times apart: the dataset gets resampled a lot
+STDERR_TAIL = 4000
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+class TrainPanel(QWidget):
+    open_checkpoint = Signal(object)  # Path of a network file to import and open in Explore
+    library_changed = Signal()
+
+    def __init__(self, controller: StudioController, datasets: DatasetStore, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.controller = controller
+        self.library = controller.library
+        self.datasets = datasets
+        self.tasks = TaskRunner(max_threads=1, parent=self)
+        self.overrides: dict[str, Any] = {}  # TrainConfig fields applied last (network size: tests, experts)
+        self.runs_root: Path | None = None  # where runs go and are listed from; None: the user data folder
+        self.environment: dict[str, str] = {}  # added to the training process's environment
+        self.process: QProcess | None = None
+        self.run_dir: Path | None = None  # the run running or on show
+        self.failure: str | None = None  # why the last run failed, as shown
+        self.events: list[dict[str, Any]] = []  # of the run on show, since the panel showed it
+        self._reader = EventReader()
+        self._error: str | None = None
+        self._stderr = ""
+        self._pausing = False
+        self._warned_p = False
+        self._samples: list[tuple[float, Path]] = []
+        self._checkpoints: list[tuple[float, Path]] = []
+        self._choice_notes: list[str] = []  # warnings about the choices, until a run starts
+        self._run_notes: list[str] = []  # warnings of the run on show (its own, and augment p)
+        self.sample_image = QImage()
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self._setup_box())
+        self.warnings = QLabel()
+        self.warnings.setWordWrap(True)
+        self.warnings.setStyleSheet("color: #e0a030;")
+        layout.addWidget(self.warnings)
+        layout.addLayout(self._controls())
+        layout.addWidget(self._progress_box())
+        layout.addWidget(self._samples_box(), 1)
+        layout.addWidget(self._snapshots_box())
+        layout.addWidget(self._runs_box())
+
+        controller.model_changed.connect(self.refresh_bases)
+        self.refresh_bases()
+        self.refresh_datasets()
+        self.refresh_runs()
+        self._update_buttons()
+
+    # --- construction -----------------------------------------------------------------------------------
+
+    def _setup_box(self) -> QGroupBox:
+        self.base = QComboBox()
+        self.base.currentIndexChanged.connect(lambda _i: self._base_changed())
+        self.dataset = QComboBox()
+        self.dataset.setPlaceholderText("Save a dataset in the Dataset panel first")
+        self.dataset.currentIndexChanged.connect(lambda _i: self.update_warnings())
+        self.preset = QComboBox()
+        for name, kimg in PRESETS.items():
+            self.preset.addItem(f"{name} ({kimg:g} kimg)", kimg)
+        self.preset.setCurrentIndex(1)
+        self.advanced_toggle = QToolButton(text="Advanced", checkable=True)
+        self.advanced_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.advanced_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.advanced_toggle.setAutoRaise(True)
+        self.advanced = QWidget()
+        self.advanced_toggle.toggled.connect(self._toggle_advanced)
+
+        self.lr = QDoubleSpinBox(decimals=4, minimum=0.0001, maximum=0.05, singleStep=0.0005)
+        self.batch = QSpinBox(minimum=1, maximum=256, value=16)
+        self.aug = QComboBox()
+        for value, text in (("ada", "ADA (adaptive)"), ("diffaug", "DiffAugment"), ("none", "None")):
+            self.aug.addItem(text, value)
+        self.ada_target = QDoubleSpinBox(decimals=2, minimum=0.0, maximum=1.0, singleStep=0.05, value=0.6)
+        self.freeze_d = QSpinBox(minimum=0, maximum=8)
+        self.r1_gamma = QDoubleSpinBox(decimals=4, minimum=-1, maximum=1000, singleStep=0.5, value=-1)
+        self.r1_gamma.setSpecialValueText("auto")
+        self.precision = QComboBox()
+        self.precision.addItems(["auto", "fp32", "bf16", "fp16"])
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        form = QFormLayout(self.advanced)
+        form.setContentsMargins(12, 0, 0, 0)
+        for label, widget in (
+            ("Learning rate", self.lr), ("Batch", self.batch), ("Augmentation", self.aug),
+            ("ADA target", self.ada_target), ("Freeze D blocks", self.freeze_d), ("R1 gamma", self.r1_gamma),
+            ("Precision", self.precision), ("Device", self.device),
+        ):
+            form.addRow(label, widget)
+        self.advanced.setVisible(False)
+
+        box = QGroupBox("New run")
+        form = QFormLayout(box)
+        form.addRow("Start from", self.base)
+        form.addRow("Dataset", self.dataset)
+        form.addRow("Length", self.preset)
+        form.addRow(self.advanced_toggle)
+        form.addRow(self.advanced)
+        return box
+
+    def _controls(self) -> QHBoxLayout:
+        self.start_button = QPushButton("Start")
+        self.pause_button = QPushButton("Pause")
+        self.stop_button = QPushButton("Stop")
+        self.start_button.clicked.connect(self.start)
+        self.pause_button.clicked.connect(self._pause_or_resume)
+        self.stop_button.clicked.connect(self.stop)
+        row = QHBoxLayout()
+        for button in (self.start_button, self.pause_button, self.stop_button):
+            row.addWidget(button)
+        return row
+
+    def _progress_box(self) -> QWidget:
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1000)
+        self.bar.setFormat("%p %")
+        self.status = QLabel("No run yet.")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.losses = LineChart("Losses")
+        self.augment = LineChart("Augment p", y_range=(0.0, 1.0))
+        charts = QHBoxLayout()
+        charts.addWidget(self.losses)
+        charts.addWidget(self.augment)
+        box = QWidget()
+        layout = QVBoxLayout(box)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.bar)
+        layout.addWidget(self.status)
+        layout.addLayout(charts)
+        return box
+
+    def _samples_box(self) -> QGroupBox:
+        self.sample_view = QLabel("Sample grids appear here as the run goes.")
+        self.sample_view.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.sample_view.setMinimumHeight(120)
+        self.sample_view.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Expanding)
+        self.timeline = QSlider(Qt.Orientation.Horizontal)
+        self.timeline.setRange(0, 0)
+        self.timeline.valueChanged.connect(self._show_sample)
+        self.timeline_label = QLabel()
+        row = QHBoxLayout()
+        row.addWidget(self.timeline, 1)
+        row.addWidget(self.timeline_label)
+        box = QGroupBox("Samples")
+        layout = QVBoxLayout(box)
+        layout.addWidget(self.sample_view, 1)
+        layout.addLayout(row)
+        return box
+
+    def _snapshots_box(self) -> QGroupBox:
+        self.checkpoint = QComboBox()
+        self.checkpoint.setPlaceholderText("No checkpoint yet")
+        self.explore_button = QPushButton("Open in Explore")
+        self.add_button = QPushButton("Add to library")
+        self.explore_button.clicked.connect(self.open_selected_checkpoint)
+        self.add_button.clicked.connect(self.add_selected_checkpoint)
+        box = QGroupBox("Snapshots")
+        layout = QHBoxLayout(box)
+        layout.addWidget(self.checkpoint, 1)
+        layout.addWidget(self.explore_button)
+        layout.addWidget(self.add_button)
+        return box
+
+    def _runs_box(self) -> QGroupBox:
+        self.runs = QComboBox()
+        self.runs.setPlaceholderText("No past runs")
+        self.runs.activated.connect(lambda _i: self.show_run(self.runs.currentData()))
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.clicked.connect(lambda: self.resume())
+        box = QGroupBox("Past runs")
+        layout = QHBoxLayout(box)
+        layout.addWidget(self.runs, 1)
+        layout.addWidget(self.resume_button)
+        return box
+
+    def _toggle_advanced(self, shown: bool) -> None:
+        self.advanced.setVisible(shown)
+        self.advanced_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
+
+    # --- choices ----------------------------------------------------------------------------------------
+
+    def refresh_bases(self) -> None:
+        """The library's models and "from scratch"; the bundled model is the default when there is one."""
+        chosen = self.base.currentData()
+        self.base.blockSignals(True)
+        self.base.clear()
+        entries = self.library.entries()
+        for entry in entries:
+            self.base.addItem(f"{entry.name} ({entry.meta.get('resolution', '?')} px)", entry.id)
+        self.base.addItem("From scratch", SCRATCH)
+        bundled = next((e.id for e in entries if e.bundled), None)
+        current = self.controller.entry.id if self.controller.entry is not None else None
+        index = self.base.findData(chosen or bundled or current or SCRATCH)
+        self.base.setCurrentIndex(max(index, 0))
+        self.base.blockSignals(False)
+        self._base_changed()
+
+    def refresh_datasets(self) -> None:
+        chosen = self.dataset.currentText()
+        self.dataset.blockSignals(True)
+        self.dataset.clear()
+        for info in self.datasets.datasets():
+            self.dataset.addItem(info.name)
+        index = self.dataset.findText(chosen)
+        self.dataset.setCurrentIndex(index if index >= 0 else self.dataset.count() - 1)
+        self.dataset.blockSignals(False)
+        self.update_warnings()
+
+    def select(self, base: str | None = None, dataset: str | None = None) -> None:
+        """Choose the base (a library id or "scratch") and the dataset by name, as a click would."""
+        if base is not None:
+            self.base.setCurrentIndex(self.base.findData(base))
+        if dataset is not None:
+            self.dataset.setCurrentIndex(self.dataset.findText(dataset))
+
+    def _base_changed(self) -> None:
+        self.lr.setValue(0.0025 if self.base.currentData() == SCRATCH else 0.002)  # the CLI presets' rates
+        self.update_warnings()
+
+    def _base_resolution(self) -> int | None:
+        base = self.base.currentData()
+        if base in (None, SCRATCH):
+            return None
+        return int(self.library.get(base).meta.get("resolution", 0)) or None
+
+    def update_warnings(self) -> None:
+        notes = []
+        try:
+            info = self.datasets.get(self.dataset.currentText()) if self.dataset.currentText() else None
+        except DatasetError:
+            info = None
+        if info is not None:
+            if info.count < SMALL_DATASET:
+                notes.append(f"Small dataset ({info.count} images): expect overfitting; keep ADA on.")
+            base_resolution = self._base_resolution()
+            if base_resolution and max(base_resolution, info.resolution) >= RESOLUTION_RATIO * min(
+                base_resolution, info.resolution
+            ):
+                notes.append(
+                    f"The base model is {base_resolution} px and the dataset {info.resolution} px: the "
+                    "images will be prepared again at the model's size, which changes them a lot."
+                )
+        self._choice_notes = notes
+        self._show_warnings()
+
+    def _show_warnings(self) -> None:
+        notes = self.warning_texts()
+        self.warnings.setText("\n".join(f"⚠ {note}" for note in notes))
+        self.warnings.setVisible(bool(notes))
+
+    def warning_texts(self) -> list[str]:
+        """What the panel warns about: the choices before a run, the run's own warnings during it."""
+        return list(self._run_notes or self._choice_notes)
+
+    def build_options(self) -> dict[str, Any]:
+        """The run's TrainConfig fields from the panel's choices, then `overrides`."""
+        name = self.dataset.currentText()
+        if not name:
+            raise DatasetError("choose a dataset (save one in the Dataset panel first)")
+        info = self.datasets.get(name)
+        base = self.base.currentData()
+        options: dict[str, Any] = {
+            "data": str(info.path),
+            "out": str(new_run_dir(name, self.runs_root)),
+            "kimg": float(self.preset.currentData()),
+            "g_lr": self.lr.value(),
+            "d_lr": self.lr.value(),
+            "batch": self.batch.value(),
+            "aug": self.aug.currentData(),
+            "ada_target": self.ada_target.value(),
+            "freeze_d": self.freeze_d.value(),
+            "precision": self.precision.currentText(),
+            "device": self.device.currentText(),
+        }
+        if self.r1_gamma.value() >= 0:
+            options["r1_gamma"] = self.r1_gamma.value()
+        if base == SCRATCH:
+            options.update(base=SCRATCH, resolution=info.resolution)
+        else:
+            options["base"] = str(self.library.get(base).path)
+        options.update(self.overrides)
+        return options
+
+    # --- running ----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Check the choices, prepare the dataset at the base model's size if it differs, then launch."""
+        if self.running():
+            return
+        try:
+            options = self.build_options()
+            train_command(options)  # validates: a bad option shows here, not as a failed process
+        except (ConfigError, DatasetError, KeyError) as exc:
+            self._fail(f"Cannot start: {exc}")
+            return
+        resolution, name = self._base_resolution(), self.dataset.currentText()
+        if resolution is None or self.datasets.get(name).resolution == resolution:
+            self._launch(train_command(options), Path(options["out"]))
+            return
+        self.status.setText(f"Preparing “{name}” again at {resolution} px…")
+        self.start_button.setEnabled(False)
+
+        def prepared(path: Path) -> None:
+            options["data"] = str(path)
+            self._launch(train_command(options), Path(options["out"]))
+
+        self.tasks.start(
+            lambda task: self.datasets.at_resolution(name, resolution, task.progress, task.cancelled),
+            on_finished=prepared,
+            on_failed=lambda text: self._fail(f"Cannot start: {text}"),
+            on_progress=lambda done, total, _m: self._set_bar(done, max(total, 1)),
+        )
+
+    def resume(self, run_dir: Path | None = None) -> None:
+        """Continue a paused, stopped or interrupted run from its last checkpoint."""
+        run = read_run(run_dir) if run_dir is not None else self.runs.currentData()
+        if self.running() or run is None:
+            return
+        if not run.resumable:
+            why = "it completed" if run.status == "completed" else "it has no checkpoint"
+            self._fail(f"{run.name} cannot be resumed: {why}.")
+            return
+        self.show_run(run)
+        self._launch(resume_command(run.path), run.path, keep_shown=True)
+
+    def _launch(self, command: list[str], run_dir: Path, keep_shown: bool = False) -> None:
+        if not keep_shown:
+            self._clear_run()
+        self.run_dir = run_dir
+        self.failure, self._error, self._stderr, self._pausing = None, None, "", False
+        self._reader = EventReader()
+        process = QProcess(self)
+        if self.environment:
+            environment = QProcessEnvironment.systemEnvironment()
+            for key, value in self.environment.items():
+                environment.insert(key, value)
+            process.setProcessEnvironment(environment)
+        process.setProgram(command[0])
+        process.setArguments(command[1:])
+        process.readyReadStandardOutput.connect(self._read_stdout)
+        process.readyReadStandardError.connect(self._read_stderr)
+        process.finished.connect(self._process_finished)
+        process.errorOccurred.connect(self._process_error)
+        self.process = process
+        self.status.setText("Starting the training process…")
+        process.start()
+        self._update_buttons()
+
+    def running(self) -> bool:
+        return self.process is not None
+
+    def pause(self) -> None:
+        """SIGTERM: the run writes a checkpoint and exits; Resume continues exactly where it stopped."""
+        if self.process is not None:
+            self._pausing = True
+            self.status.setText("Pausing: writing a checkpoint…")
+            self.process.terminate()
+            self._update_buttons()
+
+    def stop(self) -> None:
+        """End the run (with a last checkpoint, so it stays resumable from Past runs)."""
+        if self.process is not None:
+            self.status.setText("Stopping: writing a checkpoint…")
+            self.process.terminate()
+            self._update_buttons()
+
+    def _pause_or_resume(self) -> None:
+        if self.running():
+            self.pause()
+        elif self.run_dir is not None:
+            self.resume(self.run_dir)
+
+    def _read_stdout(self) -> None:
+        if self.process is None:
+            return
+        for event in self._reader.feed(bytes(self.process.readAllStandardOutput().data())):
+            self.handle_event(event)
+
+    def _read_stderr(self) -> None:
+        if self.process is not None:
+            text = bytes(self.process.readAllStandardError().data()).decode("utf-8", errors="replace")
+            self._stderr = (self._stderr + text)[-STDERR_TAIL:]
+
+    def _process_error(self, error: QProcess.ProcessError) -> None:
+        if error == QProcess.ProcessError.FailedToStart and self.process is not None:
+            reason = self.process.errorString()
+            self._fail(f"The training process could not start ({reason}): {sys.executable}")
+            self.process.deleteLater()
+            self.process = None
+            self._update_buttons()
+
+    def _process_finished(self, code: int, status: QProcess.ExitStatus) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        self._read_remaining(process)
+        crashed = status == QProcess.ExitStatus.CrashExit
+        if crashed or code != 0:
+            if self._error:
+                reason = self._error
+            elif crashed:
+                reason = "the training process was killed or crashed"
+            else:
+                reason = f"the training process exited with code {code}"
+            tail = self._stderr.strip().splitlines()[-3:] if not self._error else []
+            self._fail(f"Training failed: {reason}." + (f"\n{chr(10).join(tail)}" if tail else "")
+                       + ("\nResume continues from its last checkpoint." if self._resumable() else ""))
+        process.deleteLater()
+        self.refresh_runs()
+        self._update_buttons()
+
+    def _read_remaining(self, process: QProcess) -> None:
+        for event in self._reader.feed(bytes(process.readAllStandardOutput().data()) + b"\n"):
+            self.handle_event(event)
+        self._stderr = (self._stderr + bytes(process.readAllStandardError().data()).decode(errors="replace"))[
+            -STDERR_TAIL:
+        ]
+
+    def _resumable(self) -> bool:
+        try:
+            return self.run_dir is not None and read_run(self.run_dir).resumable
+        except ConfigError:
+            return False
+
+    def _fail(self, text: str) -> None:
+        self.failure = text
+        self.status.setText(text)
+        self.controller.message.emit("error", text)
+        self._update_buttons()
+
+    # --- events -----------------------------------------------------------------------------------------
+
+    def handle_event(self, event: dict[str, Any]) -> None:
+        """One JSON event of the run (see the README's table); unknown kinds are ignored."""
+        self.events.append(event)
+        kind = event.get("event")
+        if kind == "import_progress":
+            self._set_bar(event.get("done", 0), max(event.get("total", 1), 1))
+            self.status.setText(f"Preparing the dataset: {event.get('done')} / {event.get('total')}")
+        elif kind == "started":
+            self._choice_notes = []  # the run warns about its dataset itself
+            self._show_warnings()
+            self.refresh_runs()
+            self.status.setText(
+                f"Training on {event.get('device')} · {event.get('dataset_size')} images at "
+                f"{event.get('resolution')} px" + (" · resumed" if event.get("resumed") else "")
+            )
+        elif kind == "warning":
+            self._run_notes.append(str(event.get("message", "")))
+            self._show_warnings()
+        elif kind == "progress":
+            self._progress(event)
+        elif kind == "samples":
+            self._add_sample(float(event.get("kimg", 0)), Path(event["path"]))
+        elif kind == "checkpoint":
+            self._add_checkpoint(float(event.get("kimg", 0)), Path(event["path"]))
+        elif kind == "finished":
+            kimg = float(event.get("kimg", 0))
+            if event.get("status") == "completed":
+                self.status.setText(f"Completed: {kimg:g} kimg in {duration(event.get('elapsed_s'))}.")
+            else:
+                verb = "Paused" if self._pausing else "Stopped"
+                self.status.setText(f"{verb} at {kimg:g} kimg; the checkpoint is saved: Resume continues it.")
+        elif kind == "error":
+            self._error = str(event.get("message", "unknown error"))
+
+    def _progress(self, event: dict[str, Any]) -> None:
+        kimg, total = float(event.get("kimg", 0)), float(event.get("total_kimg", 0)) or 1.0
+        self._set_bar(kimg, total)
+        losses = event.get("losses", {})
+        for name in ("G", "D"):
+            if name in losses:
+                self.losses.add(name, kimg, float(losses[name]))
+        p = event.get("augment_p")
+        if p is not None:
+            self.augment.add("p", kimg, float(p))
+            if p > LEAKING_P and not self._warned_p:
+                self._warned_p = True
+                self._run_notes.append(
+                    f"Augment p reached {p:.2f}: augmentations may leak into the images. Add images, or stop "
+                    "and use an earlier snapshot."
+                )
+                self._show_warnings()
+        self.status.setText(
+            f"{kimg:.2f} / {total:g} kimg · step {event.get('step')} · "
+            f"{float(event.get('images_per_s') or 0):.1f} img/s · ETA {duration(event.get('eta_s'))}"
+        )
+
+    def _set_bar(self, done: float, total: float) -> None:
+        self.bar.setValue(int(1000 * min(done / total, 1.0)))
+
+    def _add_sample(self, kimg: float, path: Path) -> None:
+        following = self.timeline.value() == self.timeline.maximum()
+        self._samples.append((kimg, path))
+        self.timeline.setRange(0, len(self._samples) - 1)
+        if following or len(self._samples) == 1:
+            self.timeline.setValue(len(self._samples) - 1)
+            self._show_sample(len(self._samples) - 1)
+
+    def _show_sample(self, index: int) -> None:
+        if not 0 <= index < len(self._samples):
+            return
+        kimg, path = self._samples[index]
+        image = QImage(str(path))
+        if image.isNull():
+            self.sample_view.setText(f"{path.name} cannot be read")
+            return
+        self.sample_image = image
+        self.timeline_label.setText(f"{kimg:g} kimg")
+        size = self.sample_view.size()
+        scale = min(size.width() / image.width(), size.height() / image.height())
+        crisp = Qt.TransformationMode.FastTransformation  # enlarged small samples keep their pixels sharp
+        self.sample_view.setPixmap(QPixmap.fromImage(image).scaled(
+            size, Qt.AspectRatioMode.KeepAspectRatio,
+            crisp if scale >= 2 else Qt.TransformationMode.SmoothTransformation))
+
+    def samples(self) -> list[tuple[float, Path]]:
+        return list(self._samples)
+
+    def _add_checkpoint(self, kimg: float, path: Path) -> None:
+        self._checkpoints = [c for c in self._checkpoints if c[1].exists() and c[1] != path] + [(kimg, path)]
+        self.checkpoint.clear()
+        for k, p in self._checkpoints:
+            self.checkpoint.addItem(f"{k:g} kimg", str(p))
+        self.checkpoint.setCurrentIndex(self.checkpoint.count() - 1)
+        self._update_buttons()
+
+    # --- past runs ----------------------------------------------------------------------------------------
+
+    def refresh_runs(self) -> None:
+        shown = self.run_dir
+        self.runs.clear()
+        for run in list_runs(self.runs_root):
+            label = {"completed": "completed", "stopped": "paused", "interrupted": "interrupted"}[run.status]
+            if self.running() and run.path == self.run_dir:
+                label = "running"
+            self.runs.addItem(f"{run.name} · {run.kimg:g}/{run.total_kimg:g} kimg · {label}", run)
+        self._select_run(shown)
+
+    def _select_run(self, path: Path | None) -> None:
+        """The run on show, else the newest (the one a reopened app most likely continues)."""
+        paths = [self.runs.itemData(i).path for i in range(self.runs.count())]
+        self.runs.setCurrentIndex(paths.index(path) if path in paths else min(0, self.runs.count() - 1))
+        self._update_buttons()
+
+    def show_run(self, run: RunInfo | None) -> None:
+        """Show a past run as it was: curves, sample timeline and checkpoints from its folder."""
+        if run is None or self.running():
+            return
+        self._clear_run()
+        self.run_dir = run.path
+        for kimg, path in run.samples():
+            self._add_sample(kimg, path)
+        for event in run.events:
+            if event.get("event") == "progress":
+                self._progress(event)
+        for kimg, path in run.checkpoints():
+            self._add_checkpoint(kimg, path)
+        self.status.setText(f"{run.name}: {run.status} at {run.kimg:g} of {run.total_kimg:g} kimg.")
+        self._select_run(run.path)
+
+    def _clear_run(self) -> None:
+        self.events, self._samples, self._checkpoints, self._run_notes = [], [], [], []
+        self._warned_p = False
+        self.losses.clear()
+        self.augment.clear()
+        self.timeline.setRange(0, 0)
+        self.timeline_label.clear()
+        self.sample_view.clear()
+        self.sample_image = QImage()
+        self.checkpoint.clear()
+        self.bar.setValue(0)
+        self.update_warnings()
+
+    # --- snapshots ----------------------------------------------------------------------------------------
+
+    def selected_checkpoint(self) -> Path | None:
+        data = self.checkpoint.currentData()
+        return Path(data) if data else None
+
+    def open_selected_checkpoint(self) -> None:
+        path = self.selected_checkpoint()
+        if path is not None:
+            self.open_checkpoint.emit(path)
+
+    def add_selected_checkpoint(self) -> None:
+        path, run = self.selected_checkpoint(), self.run_dir
+        if path is None or run is None:
+            return
+        name = f"{run.name} · {self.checkpoint.currentText()}"
+
+        def added(entry: Any) -> None:
+            self.library.rename(entry.id, name)
+            self.library_changed.emit()
+            self.refresh_bases()
+            self.controller.message.emit("info", f"Added “{name}” to your library.")
+
+        self.tasks.start(lambda _task: self.library.import_model(path), on_finished=added,
+                         on_failed=lambda text: self.controller.message.emit("error", text))
+
+    def _update_buttons(self) -> None:
+        running = self.running()
+        self.start_button.setEnabled(not running and bool(self.dataset.currentText()))
+        resumable = not running and self.run_dir is not None and self._resumable()
+        self.pause_button.setText("Pause" if running or not resumable else "Resume")
+        self.pause_button.setEnabled(running or resumable)
+        self.stop_button.setEnabled(running)
+        run = self.runs.currentData()
+        self.resume_button.setEnabled(not running and run is not None and run.resumable)
+        has_checkpoint = self.checkpoint.count() > 0
+        self.explore_button.setEnabled(has_checkpoint)
+        self.add_button.setEnabled(has_checkpoint)
+
+    def busy(self) -> bool:
+        return self.tasks.busy()
+
+    def shutdown(self) -> None:
+        """Closing the app pauses a run (it checkpoints), so it can be resumed next time."""
+        if self.process is not None:
+            self.process.terminate()
+            if not self.process.waitForFinished(30_000):
+                self.process.kill()
+                self.process.waitForFinished(5_000)
+        self.tasks.shutdown()

@@ -1,0 +1,114 @@
+"""The Qt-free halves of the Dataset and Train panels: the dataset store and the view of training runs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from studio.engine.datasets import DatasetError, DatasetStore, PreparedImages, SourceImages, scan_sources
+from studio.engine.runs import ConfigError, EventReader, list_runs, read_run, resume_command, train_command
+from training.cli import build_parser, config_from_args
+
+
+def images(folder: Path, n: int = 5, size: tuple[int, int] = (48, 32)) -> Path:
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_store_prepares_lists_renames_deletes_and_keeps_the_report(tmp_path):
+    source = images(tmp_path / "src")
+    (source / "bad.png").write_bytes(b"")
+    store = DatasetStore(tmp_path / "datasets")
+    report = store.prepare("faces", [source], 16, mode="stretch", xflip=True)
+    assert report.dataset_size == 5 and len(report.rejected) == 1
+    (info,) = store.datasets()
+    assert (info.name, info.count, info.resolution) == ("faces", 5, 16)
+    assert (info.mode, info.xflip) == ("stretch", True)
+    assert store.report("faces")["counts"]["rejected"] == 1
+    assert store.unique_name("faces") == "faces 2" and store.unique_name("a/b") == "a_b"
+    with pytest.raises(DatasetError, match="cannot be a dataset name"):
+        store.prepare("../escape", [source], 16)
+    store.prepare("other", [source], 16)
+    with pytest.raises(DatasetError, match="already exists"):
+        store.rename("faces", "other")
+    assert store.rename("faces", "portraits").name == "portraits"
+    assert PreparedImages(store.get("portraits").path).thumbnail(0, 8).shape == (8, 8, 3)
+    store.delete("portraits")
+    assert [d.name for d in store.datasets()] == ["other"] and len(list(source.iterdir())) == 6
+    with pytest.raises(DatasetError, match="no dataset named"):
+        store.delete("portraits")
+
+
+def test_at_resolution_prepares_again_from_the_original_files(tmp_path):
+    store = DatasetStore(tmp_path / "datasets")
+    store.prepare("set", [images(tmp_path / "src")], 16)
+    assert store.at_resolution("set", 16) == store.get("set").path
+    path = store.at_resolution("set", 32)
+    assert PreparedImages(path).pixels(0).shape == (32, 32, 3) and len(PreparedImages(path)) == 5
+    assert [d.name for d in store.datasets()] == ["set"]  # the copy is not listed as a dataset of its own
+    store.delete("set")
+    assert not path.exists()
+
+
+def test_source_images_thumbnails_and_crop_preview(tmp_path):
+    report = scan_sources([images(tmp_path / "src", n=1, size=(80, 40))])
+    source = SourceImages(report.images)
+    assert source.thumbnail(0, 20).shape == (10, 20, 3)
+    assert source.fitted(0, 16, "crop").shape == (16, 16, 3)
+    source.close()
+
+
+def test_train_command_is_what_the_cli_parses(tmp_path):
+    options = {"data": str(tmp_path / "d"), "out": str(tmp_path / "run"), "base": "scratch", "resolution": 16,
+               "kimg": 0.5, "batch": 8, "g_lr": 0.002, "r1_gamma": 0.5, "channel_max": 32}
+    command = train_command(options, python="python")
+    assert command[:3] == ["python", "-m", "training"] and command[-2:] == ["--events", "jsonl"]
+    config = config_from_args(build_parser().parse_args(command[3:]))
+    for key, value in options.items():
+        assert getattr(config, key) == value, key
+    with pytest.raises(ConfigError, match="batch"):
+        train_command({**options, "batch": 0})
+    assert resume_command(tmp_path / "run")[1:] == ["-m", "training", "--resume", str(tmp_path / "run"),
+                                                     "--events", "jsonl"]
+    assert resume_command(tmp_path)[0] == sys.executable
+
+
+def test_event_reader_splits_partial_lines_and_keeps_stray_output():
+    reader = EventReader()
+    assert reader.feed(b'{"event": "started", "kim') == []
+    assert reader.feed(b'g": 1}\nnot json\n{"event": "progress"}\n') == [
+        {"event": "started", "kimg": 1}, {"event": "progress"}
+    ]
+    assert reader.other_lines == ["not json"]
+
+
+def test_runs_are_listed_with_their_status(tmp_path):
+    def run(name: str, *events: dict) -> Path:
+        folder = tmp_path / name
+        (folder / "checkpoints").mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"kimg": 1.0}))
+        (folder / "stats.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events) + '{"event": "prog')
+        return folder
+
+    progress = {"event": "progress", "kimg": 0.2}
+    run("a-done", progress, {"event": "finished", "status": "completed", "kimg": 1.0})
+    stopped = run("b-paused", progress, {"event": "finished", "status": "stopped", "kimg": 0.2})
+    (stopped / "checkpoints" / "network-000000200.safetensors").write_bytes(b"x")
+    (stopped / "checkpoints" / "network-000000200.state.pt").write_bytes(b"x")
+    paused = {"event": "finished", "status": "stopped", "kimg": 0.2}
+    run("c-killed", progress, paused, {**progress, "kimg": 0.4})  # resumed after a pause, then killed
+    (tmp_path / "not-a-run").mkdir()
+    runs = list_runs(tmp_path)
+    assert [(r.name, r.status) for r in runs] == [
+        ("c-killed", "interrupted"), ("b-paused", "stopped"), ("a-done", "completed")
+    ]
+    assert runs[0].kimg == 0.4 and not runs[0].resumable  # interrupted, but no checkpoint to resume from
+    assert read_run(stopped).resumable and read_run(stopped).checkpoints()[0][0] == 0.2

@@ -1,0 +1,202 @@
+"""The Train panel driving real `python -m training` processes on the CPU: live samples and curves from the
+JSON events, Stop leaving a resumable checkpoint that opens in Explore, a killed run reported while the app
+stays responsive, and resuming it from the past-runs list."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from PySide6.QtCore import QTimer
+
+from studio.engine.datasets import DatasetStore
+from studio.engine.runs import read_run, train_command
+from tests.studio.engine_support import one_torch_thread  # noqa: F401 (autouse: tiny renders, busy cores)
+from tests.studio.ui_support import settle
+from training.cli import build_parser, config_from_args
+
+RUN_MS = 90_000
+# A 16 px network small enough for seconds of CPU, written like the advanced options would be.
+TINY = {
+    "channel_base": 256, "channel_max": 32, "z_dim": 32, "w_dim": 32, "map_layers": 2, "batch": 8,
+    "kimg": 2.0, "sample_kimg": 0.04, "snap_kimg": 0.04, "progress_interval_s": 0.2, "device": "cpu",
+    "precision": "fp32",
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def event_loop_cycled(qapp) -> None:
+    """One short `exec()` first. After an earlier test ran `app.exec()` with a window shown (test_ui_export's
+    run_app test), Qt's `processEvents` stops delivering events posted from other threads until the loop
+    runs again, so worker results never land. This file is the one that sorts after that test."""
+    QTimer.singleShot(10, qapp.quit)
+    qapp.exec()
+
+
+@pytest.fixture(autouse=True)
+def one_thread_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The training subprocess inherits this: two processes on two cores must not oversubscribe them."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def blobs(window, tmp_path: Path) -> str:
+    """A saved 16 px dataset of 24 procedural images (coloured discs), listed in the Train panel."""
+    folder = tmp_path / "blobs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:32, :32]
+    for i in range(24):
+        image = np.full((32, 32, 3), 30, np.uint8)
+        cx, cy, r = rng.integers(8, 24, 2).tolist() + [int(rng.integers(4, 9))]
+        image[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = rng.integers(80, 255, 3)
+        Image.fromarray(image).save(folder / f"{i:02d}.png")
+    DatasetStore().prepare("blobs", [folder], 16)
+    window.dataset_panel.refresh()
+    window.dataset_panel.datasets_changed.emit()
+    return "blobs"
+
+
+def start_tiny(panel, dataset: str, **changes) -> None:
+    panel.select(base="scratch", dataset=dataset)
+    panel.overrides = {**TINY, **changes}
+    panel.start()
+    assert panel.running(), panel.failure
+
+
+def kinds(panel) -> list[str]:
+    return [event["event"] for event in panel.events]
+
+
+def opened(window) -> str:
+    return window.controller.entry.name if window.controller.entry is not None else ""
+
+
+def resumed_starts(panel) -> list[dict]:
+    return [e for e in panel.events if e["event"] == "started" and e["resumed"]]
+
+
+def test_run_live_samples_curves_stop_explore_resume_and_kill(qtbot, window, tmp_path, make_window):
+    """One test, two processes: each start of `python -m training` costs seconds of imports on this CPU."""
+    panel = window.train_panel
+    name = blobs(window, tmp_path)
+    panel.select(base=window.controller.entry.id, dataset=name)  # the 32 px tiny model
+    assert any("Small dataset (24 images)" in text for text in panel.warning_texts())
+    assert any("base model is 32 px and the dataset 16 px" in text for text in panel.warning_texts())
+    panel.select(base="scratch")
+    assert not any("base model" in text for text in panel.warning_texts())
+    command = train_command({**panel.build_options(), **TINY})
+    assert command[1:3] == ["-m", "training"] and command[-2:] == ["--events", "jsonl"]
+
+    # Live: sample grids and curves come from the run's real events.
+    start_tiny(panel, name)
+    qtbot.waitUntil(lambda: len(panel.samples()) >= 2 and panel.losses.points() >= 4, timeout=RUN_MS)
+    assert "started" in kinds(panel) and "progress" in kinds(panel)
+    grid = panel.sample_image
+    assert (grid.width(), grid.height()) == (8 * 16, 4 * 16)  # the 8×4 grid of 16 px samples, as written
+    assert not panel.sample_view.pixmap().isNull()
+    assert set(panel.losses.series) == {"G", "D"} and panel.augment.points() >= 2
+    assert "kimg" in panel.status.text() and "img/s" in panel.status.text()
+    panel.timeline.setValue(0)  # the timeline scrubs back to the untrained generator's grid
+    assert panel.timeline_label.text() == "0 kimg"
+
+    # Stop: the run checkpoints and exits cleanly; it can be resumed.
+    panel.stop()
+    qtbot.waitUntil(lambda: not panel.running(), timeout=RUN_MS)
+    assert panel.failure is None and kinds(panel)[-1] == "finished"
+    assert panel.events[-1]["status"] == "stopped"
+    run = read_run(panel.run_dir)
+    assert run.status == "stopped" and run.resumable and panel.pause_button.text() == "Resume"
+    assert panel.runs.currentData().path == panel.run_dir
+
+    # Resume (the same button, now `--resume`) continues from the checkpoint.
+    stopped_at = run.kimg
+    panel.pause_button.click()
+    assert panel.running()
+    qtbot.waitUntil(lambda: bool(resumed_starts(panel)), timeout=RUN_MS)
+    assert resumed_starts(panel)[0]["cur_kimg"] == stopped_at
+
+    # Meanwhile the stopped run's checkpoint opens in Explore through the library, like any model.
+    assert panel.checkpoint.count() >= 1
+    panel.open_selected_checkpoint()
+    qtbot.waitUntil(lambda: opened(window).startswith("network-") and bool(window.controller.directions),
+                    timeout=RUN_MS)
+    settle(qtbot, window)
+    assert window.controller.entry.meta["resolution"] == 16
+    panel.add_selected_checkpoint()  # and is named after its run and kimg in the library
+    label = f"{panel.run_dir.name} · {panel.checkpoint.currentText()}"
+    qtbot.waitUntil(lambda: label in window.models_panel.names(), timeout=RUN_MS)
+
+    # Killed: the panel reports it, the app stays responsive, the past-runs list offers to resume.
+    assert panel.running() and panel.events[-1]["event"] != "finished"
+    ticks: list[float] = []
+    timer = QTimer(interval=20, timeout=lambda: ticks.append(time.monotonic()))
+    timer.start()
+    panel.process.kill()
+    qtbot.waitUntil(lambda: not panel.running(), timeout=RUN_MS)
+    qtbot.wait(200)
+    timer.stop()
+    assert panel.failure is not None and "killed or crashed" in panel.failure
+    assert "Resume continues" in panel.failure
+    assert window.messages.level() == "error" and "Training failed" in window.messages.text()
+    assert len(ticks) > 5 and max(np.diff(ticks)) < 0.5
+    assert panel.runs.currentData().status == "interrupted" and "interrupted" in panel.runs.currentText()
+    assert panel.resume_button.isEnabled()
+    reopened = make_window().train_panel  # the app reopened lists it, ready to resume
+    assert reopened.runs.itemData(0).path == panel.run_dir and reopened.runs.itemData(0).resumable
+    reopened.show_run(reopened.runs.itemData(0))
+    assert len(reopened.samples()) >= 2 and reopened.losses.points() >= 4
+    assert reopened.resume_button.isEnabled()
+
+
+def test_error_event_and_exit_code_are_shown(qtbot, window):
+    """The panel's side of the protocol with a stand-in process that fails the way training reports it."""
+    panel = window.train_panel
+    script = "import json; print(json.dumps({'event': 'error', 'message': 'the dataset is gone'})); exit(2)"
+    panel._launch([sys.executable, "-c", script], panel.run_dir or Path("nowhere"))
+    qtbot.waitUntil(lambda: not panel.running(), timeout=RUN_MS)
+    assert panel.failure.startswith("Training failed: the dataset is gone.")
+    assert "the dataset is gone" in window.messages.text()
+    panel._launch([sys.executable, "-c", "import sys; sys.stderr.write('Segmentation fault'); exit(139)"],
+                  Path("nowhere"))
+    qtbot.waitUntil(lambda: not panel.running(), timeout=RUN_MS)
+    assert "exited with code 139" in panel.failure and "Segmentation fault" in panel.failure
+
+
+def test_augment_p_near_one_warns_of_leaking(qtbot, window):
+    panel = window.train_panel
+    progress = {"event": "progress", "step": 9, "kimg": 1.0, "total_kimg": 2.0,
+                "losses": {"G": 1.0, "D": 0.5}, "images_per_s": 30.0, "eta_s": 40.0}
+    panel.handle_event({**progress, "augment_p": 0.5})
+    assert not any("leak" in text for text in panel.warning_texts())
+    panel.handle_event({**progress, "augment_p": 0.85})
+    assert any("Augment p reached 0.85" in text and "leak" in text for text in panel.warning_texts())
+    assert "ETA 40 s" in panel.status.text() and panel.bar.value() == 500
+
+
+def test_advanced_options_reach_the_training_command(qtbot, window, tmp_path):
+    panel = window.train_panel
+    name = blobs(window, tmp_path)
+    panel.select(base=window.controller.entry.id, dataset=name)
+    panel.advanced_toggle.click()
+    assert panel.advanced.isVisible() and panel.lr.value() == 0.002  # the fine-tuning preset's rate
+    panel.preset.setCurrentIndex(0)
+    panel.lr.setValue(0.001)
+    panel.batch.setValue(4)
+    panel.aug.setCurrentIndex(panel.aug.findData("diffaug"))
+    panel.freeze_d.setValue(2)
+    panel.r1_gamma.setValue(0.5)
+    panel.precision.setCurrentText("fp32")
+    panel.device.setCurrentText("cpu")
+    command = train_command(panel.build_options())
+    config = config_from_args(build_parser().parse_args(command[3:]))
+    assert (config.kimg, config.g_lr, config.d_lr) == (20.0, 0.001, 0.001)
+    assert (config.batch, config.aug) == (4, "diffaug")
+    assert (config.freeze_d, config.r1_gamma, config.precision, config.device) == (2, 0.5, "fp32", "cpu")
+    assert config.base == str(window.controller.entry.path)
+    assert config.data == str(DatasetStore().get(name).path)
+    panel.r1_gamma.setValue(-1)
+    assert "r1_gamma" not in panel.build_options()  # "auto": ADA's heuristic

@@ -80,15 +80,16 @@ def main() -> None:
     print(f"{'resolution':>10} {'fp32 img/s':>11} {'bf16 img/s':>11} {'bf16/fp32':>10}")
     resolutions = [int(r) for r in args.resolutions.split(",")]
     bf16_at = args.bf16_resolutions or (args.resolutions if cpu_has_fast_bf16() else "64")
-    bf16_resolutions = {int(r) for r in bf16_at.split(",")}
+    bf16_resolutions = {int(r) for r in bf16_at.split(",") if r.strip().isdigit()}  # "none": fp32 only
     with tempfile.TemporaryDirectory() as scratch:
         for res in resolutions:
             fp32 = measure(res, "fp32", args.steps, Path(scratch))
+            print(f"{res:>9}² {fp32:>11.2f}", end="", flush=True)
             if res in bf16_resolutions:
                 bf16 = measure(res, "bf16", args.bf16_steps, Path(scratch))
-                print(f"{res:>9}² {fp32:>11.2f} {bf16:>11.2f} {bf16 / fp32:>9.2f}×", flush=True)
+                print(f" {bf16:>11.2f} {bf16 / fp32:>9.2f}×", flush=True)
             else:
-                print(f"{res:>9}² {fp32:>11.2f} {'skipped':>11} {'':>10}", flush=True)
+                print(f" {'skipped':>11}", flush=True)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,8 @@ def main() -> None:
     bundle = load_checkpoint(latest.network)
     kimg = latest.nimg / 1000
 
-    data = PreparedDataset(Path(args.run) / "dataset", xflip=False)
+    given = Path(config["data"])  # a prepared dataset, or images the run prepared into RUN/dataset
+    data = PreparedDataset(given if (given / "manifest.json").exists() else Path(args.run) / "dataset", xflip=False)
     order = torch.randperm(data.num_images, generator=torch.Generator().manual_seed(0))
     n = min(args.n, data.num_images // 2)
     reals = np.stack([data[int(i)][0].permute(1, 2, 0).numpy() for i in order[: 2 * n]])
@@ -97,6 +98,14 @@ def main() -> None:
     def row(name: str, m: dict) -> str:
         return f"| {name} | {m['fd_effnet']:.1f} | {m['kid_effnet']:.4f} | {m['precision']:.3f} | {m['recall']:.3f} |"
 
+    span = random_metrics["fd_effnet"] - halves["fd_effnet"]
+    closed = (random_metrics["fd_effnet"] - model["fd_effnet"]) / span if span > 0 else 0.0
+    verdict = (
+        f"The model has closed {closed:.0%} of the FD-EffNet gap between random weights and the data itself."
+        if closed > 0.05
+        else "**Not yet better than random weights by FD-EffNet**: this run is far too short; it is shipped so the"
+        " app has something to open, and its training continues (`gan-studio-train --resume`)."
+    )
     keys = (
         "channel_base",
         "channel_max",
@@ -151,6 +160,8 @@ precision = share of generated images inside the data's manifold, recall = share
 {row("this model", model)}
 {row("same network, random weights (ceiling)", random_metrics)}
 {row("two disjoint halves of the data (floor)", halves)}
+
+{verdict}
 """
     (out_dir / f"{args.name}.md").write_text(card)
     print(json.dumps({"model": model, "random": random_metrics, "halves": halves, "kimg": kimg}, indent=2))

@@ -29,7 +29,7 @@ from studio.engine.recipe import read_recipe, write_png_with_recipe
 from studio.engine.selftest import run_self_test
 from studio.engine.session import Session
 from studio.engine.state import Edit, MixSource, RenderState
-from tests.studio.engine_support import model_file, one_torch_thread  # noqa: F401
+from tests.studio.engine_support import model_file  # noqa: F401
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from studio.engine import library as library_module
 from studio.engine.library import ModelLibrary
 from studio.engine.selftest import make_random_model
-from tests.studio.engine_support import model_file, one_torch_thread  # noqa: F401
+from tests.studio.engine_support import model_file  # noqa: F401
 
 
 def test_import_stores_our_format_with_a_thumbnail(model_file: Path, tmp_path: Path):

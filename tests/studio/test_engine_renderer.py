@@ -13,7 +13,7 @@ import pytest
 from studio.engine.renderer import Renderer, RenderResult
 from studio.engine.session import Session
 from studio.engine.state import Edit, RenderState
-from tests.studio.engine_support import model_file, one_torch_thread  # noqa: F401
+from tests.studio.engine_support import model_file  # noqa: F401
 
 
 @pytest.fixture(scope="module")

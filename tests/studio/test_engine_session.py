@@ -14,7 +14,7 @@ from studio.engine.mixing import layer_presets, mixing_grid
 from studio.engine.selftest import make_random_model
 from studio.engine.session import Session
 from studio.engine.state import Edit, MixSource, RenderState
-from tests.studio.engine_support import model_file, one_torch_thread  # noqa: F401
+from tests.studio.engine_support import model_file  # noqa: F401
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from models.checkpoints import CheckpointError, load_checkpoint
 from studio.ui.app import create_application
 from studio.ui.dialogs.settings import SettingsDialog
 from studio.ui.theme import apply_theme
-from tests.studio.engine_support import one_torch_thread  # noqa: F401 (autouse: tiny renders, busy cores)
 from tests.studio.ui_support import WAIT_MS, canvas, drop, engine_render, settle
 
 

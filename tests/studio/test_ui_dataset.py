@@ -12,7 +12,6 @@ from PIL import Image
 
 from studio.engine.datasets import DatasetStore, PreparedImages
 from studio.ui.images import to_array
-from tests.studio.engine_support import one_torch_thread  # noqa: F401 (autouse: tiny renders, busy cores)
 from tests.studio.ui_support import WAIT_MS, drop, settle
 
 

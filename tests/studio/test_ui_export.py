@@ -13,7 +13,6 @@ from studio.engine.recipe import read_recipe
 from studio.engine.state import RenderState
 from studio.ui.app import run_app, take_screenshots
 from studio.ui.main_window import MainWindow
-from tests.studio.engine_support import one_torch_thread  # noqa: F401 (autouse: tiny renders, busy cores)
 from tests.studio.ui_support import WAIT_MS, canvas, drop, settle
 
 

@@ -15,7 +15,6 @@ from PySide6.QtCore import QTimer
 
 from studio.engine.datasets import DatasetStore
 from studio.engine.runs import read_run, train_command
-from tests.studio.engine_support import one_torch_thread  # noqa: F401 (autouse: tiny renders, busy cores)
 from tests.studio.ui_support import settle
 from training.cli import build_parser, config_from_args
 

@@ -29,13 +29,3 @@ def make_discs(folder: Path, count: int, size: int = 32, seed: int = 0) -> Path:
 def discs_folder(tmp_path_factory) -> Path:
     return make_discs(tmp_path_factory.mktemp("discs"), 48)
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny networks run fastest on one thread, and two test processes then don't fight over two cores."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

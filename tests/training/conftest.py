@@ -29,3 +29,24 @@ def make_discs(folder: Path, count: int, size: int = 32, seed: int = 0) -> Path:
 def discs_folder(tmp_path_factory) -> Path:
     return make_discs(tmp_path_factory.mktemp("discs"), 48)
 
+
+
+@pytest.fixture
+def tiny_generator_file(tmp_path) -> Path:
+    """A generator-only model file (as converted NVIDIA or rosinality files often are), 16 px."""
+    from models.checkpoints import save_checkpoint
+    from models.checkpoints.bundle import build_bundle
+    from models.stylegan2 import Generator
+
+    G = Generator(
+        z_dim=TINY["z_dim"], c_dim=0, w_dim=TINY["w_dim"], img_resolution=TINY["resolution"], img_channels=3,
+        mapping_kwargs={"num_layers": TINY["map_layers"]},
+        synthesis_kwargs={"channel_base": TINY["channel_base"], "channel_max": TINY["channel_max"]},
+    )
+    bundle = build_bundle(
+        G_ema=G, G=None, D=None, augment_p=None, source_format="native", source_name="g-only.safetensors",
+        source_sha256="", training={}, device="cpu",
+    )
+    path = tmp_path / "g-only.safetensors"
+    save_checkpoint(path, bundle)
+    return path

@@ -182,6 +182,33 @@ def test_ada_raises_p_on_a_tiny_dataset(tmp_path, discs_folder):
     assert ps[-1] > 0.05 and ps[-1] > ps[0], ps
 
 
+def test_fine_tuning_starts_from_the_base_and_freezes_d_blocks(tmp_path, discs_folder):
+    first = train(tiny_config(discs_folder, tmp_path / "base", kimg=0.016))
+    base = load_checkpoint(first["checkpoint"])
+    config = tiny_config(
+        discs_folder, tmp_path / "tuned", base=first["checkpoint"], resolution=None, kimg=0.016, freeze_d=1,
+        batch_gpu=4,  # two passes of 4 accumulate into each batch of 8
+    )
+    events: list[dict] = []
+    result = train(config, events.append)
+    tuned = load_checkpoint(result["checkpoint"])
+    frozen, trained = base.D.blocks()[0], tuned.D.blocks()[0]
+    for (name, before), after in zip(frozen.state_dict().items(), trained.state_dict().values(), strict=True):
+        assert torch.equal(before, after), f"frozen D block changed: {name}"
+    assert not torch.equal(base.D.b4.out.weight, tuned.D.b4.out.weight)
+    assert not torch.equal(base.G.synthesis.b4.conv1.weight, tuned.G.synthesis.b4.conv1.weight)
+    assert next(e for e in events if e["event"] == "started")["resolution"] == 16
+
+
+def test_fine_tuning_a_generator_without_d_warns_and_builds_one(tmp_path, discs_folder, tiny_generator_file):
+    config = tiny_config(discs_folder, tmp_path / "run", base=str(tiny_generator_file), resolution=None, kimg=0.008)
+    events: list[dict] = []
+    result = train(config, events.append)
+    warnings = [e["message"] for e in events if e["event"] == "warning"]
+    assert any("no discriminator" in w for w in warnings)
+    assert load_checkpoint(result["checkpoint"]).D is not None
+
+
 def test_metrics_are_logged_during_training(tmp_path, discs_folder):
     config = tiny_config(discs_folder, tmp_path / "run", kimg=0.016, metrics_kimg=0.016, metrics_n=10)
     events: list[dict] = []

@@ -24,6 +24,8 @@ def studio_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("GAN_STUDIO_HOME", str(home))
+    # The tests drive the tiny model; the shipped one is tested where a test asks for it.
+    monkeypatch.setattr("studio.engine.library.bundled_model_path", lambda: None)
     return home
 
 

@@ -172,3 +172,13 @@ def test_seed_browser_click_picks_that_seed(qtbot, window):
     qtbot.mouseClick(grid.viewport(), Qt.MouseButton.LeftButton, pos=grid.visualItemRect(item).center())
     settle(qtbot, window)
     assert window.controller.state.seed == 5 and window.explore_panel.seed.value() == 5
+
+
+def test_a_fresh_install_opens_on_the_bundled_model(studio_home, make_window, qtbot, monkeypatch):
+    from studio.engine import paths
+
+    monkeypatch.setattr("studio.engine.library.bundled_model_path", paths.bundled_model_path)
+    window = make_window()
+    qtbot.waitUntil(lambda: window.controller.session is not None, timeout=60_000)
+    assert window.controller.session.resolution == 64
+    assert "fluent-emoji-64" in window.windowTitle()

@@ -1,0 +1,192 @@
+"""Generator render latency at batch 1: full images and preview cuts, fp32 vs bf16 autocast, channels-last vs
+contiguous activations, fused vs plain modulation.
+
+Run on demand: `python benchmarks/render.py [--quick] [--resolutions 256,512,1024] [--runs 5] [--threads N]`.
+Networks have random weights in StyleGAN2's published widths (256²: channel_base 16384; 512² and 1024²:
+32768; channel_max 512, 8 mapping layers, z = w = 512) and render with const noise under inference_mode.
+Every case is warmed up once, then the cases of one resolution and cut are timed in interleaved rounds
+(these machines are noisy) and the median is compared with the plain fp32 contiguous baseline of the same
+run. On a CPU without native bf16 (no AMX / AVX-512 BF16), bf16 autocast is emulated and very slow: it is
+timed once per case, cheapest first, until its time budget is spent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.device import autocast, cpu_has_fast_bf16, select_device, select_precision  # noqa: E402
+from models.stylegan2 import Generator  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    dtype: torch.dtype | None  # autocast dtype; None is fp32
+    channels_last: bool
+    fused: bool
+
+
+BASELINE = Case("fp32 contiguous", None, False, False)
+FP32_CASES = [
+    BASELINE,
+    Case("fp32 contiguous fused", None, False, True),
+    Case("fp32 channels-last", None, True, False),
+    Case("fp32 channels-last fused", None, True, True),
+]
+BF16_CASES = [
+    Case("bf16 channels-last", torch.bfloat16, True, False),
+    Case("bf16 contiguous", torch.bfloat16, False, False),
+]
+
+
+def make_generator(resolution: int, device: torch.device) -> Generator:
+    torch.manual_seed(resolution)
+    G = Generator(
+        z_dim=512, c_dim=0, w_dim=512, img_resolution=resolution, img_channels=3,
+        mapping_kwargs=dict(num_layers=8),
+        synthesis_kwargs=dict(channel_base=16384 if resolution <= 256 else 32768, channel_max=512),
+    )
+    return G.eval().requires_grad_(False).to(device)
+
+
+def renderer(G: Generator, case: Case, cut: int, device: torch.device) -> Callable[[], tuple[float, float]]:
+    """A function that renders once and returns its wall and process CPU times in seconds.
+
+    On a busy machine the CPU time is the steadier figure; with several threads it includes their spinning.
+    """
+    z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(0)).to(device)
+    stop_at = cut if cut < G.img_resolution else None
+    sync = {"cuda": torch.cuda.synchronize, "mps": torch.mps.synchronize}.get(device.type, lambda: None)
+
+    def run() -> tuple[float, float]:
+        G.synthesis.channels_last = case.channels_last
+        sync()
+        wall, cpu = time.perf_counter(), time.process_time()
+        with torch.inference_mode(), autocast(device, case.dtype):
+            G.render(z, noise_mode="const", stop_at=stop_at, fused=case.fused)
+        sync()
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+    return run
+
+
+def time_interleaved(
+    runs: dict[Case, Callable[[], tuple[float, float]]], rounds: int
+) -> dict[Case, list[tuple[float, float]]]:
+    for run in runs.values():
+        run()  # warm-up: oneDNN builds its kernels on first use of a shape
+    times: dict[Case, list[tuple[float, float]]] = {case: [] for case in runs}
+    for _ in range(rounds):
+        for case, run in runs.items():
+            times[case].append(run())
+    return times
+
+
+def _render_in_child(resolution: int, cut: int, case: Case, threads: int, conn: Connection) -> None:
+    torch.set_num_threads(threads)
+    device = torch.device("cpu")
+    conn.send(renderer(make_generator(resolution, device), case, cut, device)())
+
+
+def timed_with_timeout(resolution: int, cut: int, case: Case, timeout: float) -> tuple[float, float] | None:
+    """One CPU render in a child process, killed after `timeout` s (a running torch op cannot be interrupted)."""
+    spawn = multiprocessing.get_context("spawn")
+    receiver, sender = spawn.Pipe(duplex=False)
+    child = spawn.Process(target=_render_in_child, args=(resolution, cut, case, torch.get_num_threads(), sender))
+    child.start()
+    result = receiver.recv() if receiver.poll(timeout) else None
+    child.kill()
+    child.join()
+    return result
+
+
+def label(resolution: int, cut: int, case: Case) -> str:
+    return f"{resolution:>5}  {'full' if cut == resolution else f'cut {cut}':>8}  {case.name:<26}"
+
+
+def row(resolution: int, cut: int, case: Case, times: list[tuple[float, float]], baseline: float) -> str:
+    wall = [t[0] for t in times]
+    cpu = statistics.median(t[1] for t in times)
+    median = statistics.median(wall)
+    return (
+        f"{label(resolution, cut, case)}{median * 1e3:>10.1f}{min(wall) * 1e3:>10.1f}{cpu * 1e3:>10.1f}"
+        f"{len(times):>5}{baseline / median:>9.2f}×"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="256² only, 2 rounds, a short bf16 budget")
+    parser.add_argument("--resolutions", default="256,512,1024", help="comma-separated, e.g. 256,1024")
+    parser.add_argument("--runs", type=int, default=3, help="timed rounds per case (after one warm-up)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--bf16-budget", type=float, default=60.0, help="seconds for emulated bf16 (CPU)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+    args = parser.parse_args()
+    resolutions = [256] if args.quick else [int(r) for r in args.resolutions.split(",")]
+    rounds = 2 if args.quick else args.runs
+    bf16_budget = 30.0 if args.quick else args.bf16_budget
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = select_device(args.device)
+    emulated_bf16 = device.type == "cpu" and not cpu_has_fast_bf16()
+    auto = select_precision(device)
+
+    print(
+        f"torch {torch.__version__} on {device.type} ({torch.get_num_threads()} threads); "
+        f"native bf16: {'no' if emulated_bf16 else 'yes'}; auto precision: {'fp32' if auto is None else auto}; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
+    print("speed-up = baseline median / case median, baseline = fp32 contiguous plain modulation, same run\n")
+    print(f"{'res':>5}  {'image':>8}  {'case':<26}{'median ms':>10}{'min ms':>10}{'cpu ms':>10}{'runs':>5} speed-up")
+    started = time.perf_counter()
+    bf16_jobs: list[tuple[float, int, int, Case]] = []
+    baselines: dict[tuple[int, int], float] = {}
+    for resolution in resolutions:
+        G = make_generator(resolution, device)
+        cuts = [c for c in (64, 128, 256, 512) if c < resolution] + [resolution]
+        for cut in cuts:
+            runs = {case: renderer(G, case, cut, device) for case in FP32_CASES}
+            if not emulated_bf16:
+                runs |= {case: renderer(G, case, cut, device) for case in BF16_CASES}
+            times = time_interleaved(runs, rounds)
+            baselines[resolution, cut] = statistics.median(t[0] for t in times[BASELINE])
+            for case, t in times.items():
+                print(row(resolution, cut, case, t, baselines[resolution, cut]), flush=True)
+            if emulated_bf16:
+                bf16_jobs += [(baselines[resolution, cut], resolution, cut, case) for case in BF16_CASES]
+
+    if bf16_jobs:
+        # Emulated bf16 ran 10-200× slower than fp32 here, so no estimate is safe: each case runs once (no
+        # warm-up) in a child process that is stopped after a third of the budget, or when it is spent.
+        print(f"\nemulated bf16: one run per case, cheapest first, in child processes, within {bf16_budget:.0f} s")
+        deadline = time.perf_counter() + bf16_budget
+        for baseline, resolution, cut, case in sorted(bf16_jobs, key=lambda job: job[0]):
+            left = deadline - time.perf_counter()
+            if left < 5:  # a child needs a few seconds to start
+                print(f"{label(resolution, cut, case)}  skipped: the bf16 budget is spent")
+                continue
+            cap = min(left, bf16_budget / 3)  # so that one hopeless case leaves time for the others
+            result = timed_with_timeout(resolution, cut, case, cap)
+            if result is None:
+                print(f"{label(resolution, cut, case)}  stopped after {cap:.0f} s", flush=True)
+            else:
+                print(row(resolution, cut, case, [result], baseline), flush=True)
+    print(f"\ntotal {time.perf_counter() - started:.0f} s; load average now {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

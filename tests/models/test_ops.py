@@ -11,15 +11,6 @@ import torch.nn.functional as F
 from models import ops
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is fastest, and on a busy machine extra threads only spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def upfirdn2d_reference(x: np.ndarray, f: np.ndarray, up: int, down: int, padding, gain: float) -> np.ndarray:
     """NVIDIA's upfirdn2d by its definition, one output sample at a time (float64)."""
     n, c, h, w = x.shape

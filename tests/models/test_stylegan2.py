@@ -22,14 +22,6 @@ Z = W = 32
 BASE, CMAX = 512, 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks: one thread is fastest, and on a busy machine extra threads only spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def channels(res: int, base: int = BASE, cmax: int = CMAX) -> int:
     return min(base // res, cmax)

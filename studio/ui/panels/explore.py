@@ -16,7 +16,6 @@ from PySide6.QtWidgets import (
     QInputDialog,
     QLabel,
     QPushButton,
-    QScrollArea,
     QSpinBox,
     QToolButton,
     QVBoxLayout,
@@ -29,6 +28,7 @@ from studio.engine.state import NOISE_MODES, Edit, RenderState
 from studio.ui.controller import StudioController
 from studio.ui.widgets.direction_row import DirectionRow
 from studio.ui.widgets.float_slider import FloatSlider
+from studio.ui.widgets.scroll_column import scroll_column
 from studio.ui.widgets.thumbnail_list import ThumbnailList
 from studio.ui.workers import Task
 
@@ -62,18 +62,10 @@ class ExplorePanel(QWidget):
         self._favourite_task = None
         self.rows: dict[str, DirectionRow] = {}
 
-        content = QWidget()
-        layout = QVBoxLayout(content)
-        layout.addWidget(self._seed_box())
-        layout.addWidget(self._grid_box())
-        layout.addWidget(self._truncation_box())
-        layout.addWidget(self._directions_box())
-        layout.addWidget(self._favourites_box())
-        layout.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(content)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll = scroll_column(
+            self._seed_box(), self._grid_box(), self._truncation_box(), self._directions_box(),
+            self._favourites_box(),
+        )
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)

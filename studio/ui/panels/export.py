@@ -19,7 +19,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
-    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -39,6 +38,7 @@ from studio.engine.state import RenderState
 from studio.ui import settings
 from studio.ui.controller import StudioController
 from studio.ui.panels.explore import SEED_LIMIT
+from studio.ui.widgets.scroll_column import scroll_column
 from studio.ui.workers import Task, TaskRunner
 
 FORMAT_LABELS = {"png": "PNG", "jpeg": "JPEG", "webp": "WebP", "tiff": "TIFF"}
@@ -53,17 +53,7 @@ class ExportPanel(QWidget):
         self._task: Task | None = None
         self.last_written: object = None
 
-        content = QWidget()
-        layout = QVBoxLayout(content)
-        layout.addWidget(self._image_box())
-        layout.addWidget(self._seeds_box())
-        layout.addWidget(self._video_box())
-        layout.addWidget(self._latents_box())
-        layout.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(content)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll = scroll_column(self._image_box(), self._seeds_box(), self._video_box(), self._latents_box())
 
         self.progress = QProgressBar()
         self.status = QLabel()

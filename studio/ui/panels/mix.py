@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import QSize
 from PySide6.QtGui import QIcon, QImage, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
@@ -20,7 +20,6 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
-    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -34,6 +33,7 @@ from studio.ui.images import to_qimage
 from studio.ui.panels.explore import SEED_LIMIT, presets_for
 from studio.ui.widgets.canvas import Canvas
 from studio.ui.widgets.layer_strip import LayerStrip, source_colour
+from studio.ui.widgets.scroll_column import scroll_column
 
 SOURCE_ICON = 48
 
@@ -69,16 +69,7 @@ class MixPanel(QWidget):
         self._thumb_base: RenderState | None = None
         self.grid_image: np.ndarray | None = None
 
-        content = QWidget()
-        layout = QVBoxLayout(content)
-        layout.addWidget(self._sources_box())
-        layout.addWidget(self._layers_box())
-        layout.addWidget(self._grid_box())
-        layout.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(content)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll = scroll_column(self._sources_box(), self._layers_box(), self._grid_box())
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)

@@ -1,7 +1,7 @@
 """Generator render latency at batch 1: full images and preview cuts, fp32 vs bf16 autocast, channels-last vs
 contiguous activations, fused vs plain modulation.
 
-Run on demand: `python benchmarks/render.py [--quick] [--resolutions 256,512,1024] [--runs 5] [--threads N]`.
+Run on demand: `python benchmarks/render.py [--quick] [--resolutions 256,512,1024] [--runs 3] [--threads N]`.
 Networks have random weights in StyleGAN2's published widths (256²: channel_base 16384; 512² and 1024²:
 32768; channel_max 512, 8 mapping layers, z = w = 512) and render with const noise under inference_mode.
 Every case is warmed up once, then the cases of one resolution and cut are timed in interleaved rounds

@@ -13,6 +13,7 @@ import copy
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,22 @@ def _distributed() -> tuple[int, int, int]:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         torch.distributed.init_process_group(backend=backend)
     return torch.distributed.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), world
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """What one training step works on: the networks (plain and DDP-wrapped), augmentation, optimisers."""
+
+    G_train: GeneratorForTraining
+    ddp_G: nn.Module
+    ddp_D: nn.Module
+    D: Discriminator
+    d_trainable: list[torch.nn.Parameter]
+    augment: nn.Module
+    ada: AdaController | None
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+    pl: PathLengthPenalty
 
 
 class Trainer:
@@ -259,6 +276,7 @@ class Trainer:
         if batch_local % micro:
             raise ConfigError(f"--batch-gpu {micro} must divide the per-process batch {batch_local}")
         rounds = batch_local // micro
+        parts = _Parts(G_train, ddp_G, ddp_D, D, d_trainable, augment, ada, opt_G, opt_D, pl)
         sampler = InfiniteSampler(len(dataset), cfg.seed, self.rank, self.world, start=step * cfg.batch)
         data_iter = iter(sampler)
         r1_gamma = cfg.resolved_r1_gamma(resolution)
@@ -303,23 +321,7 @@ class Trainer:
                 break
             reals = torch.stack([dataset[next(data_iter)][0] for _ in range(batch_local)]).to(self.device)
             reals = reals.float() / 127.5 - 1
-            losses = self._step(
-                step,
-                reals,
-                G_train,
-                ddp_G,
-                ddp_D,
-                D,
-                d_trainable,
-                augment,
-                ada,
-                opt_G,
-                opt_D,
-                pl,
-                micro,
-                rounds,
-                r1_gamma,
-            )
+            losses = self._step(step, reals, parts, micro, rounds, r1_gamma)
             for k, v in losses.items():
                 tick_losses.setdefault(k, []).append(v)
             self._update_ema(G, G_ema, cur_nimg)
@@ -373,24 +375,11 @@ class Trainer:
         return result
 
     def _step(
-        self,
-        step,
-        reals,
-        G_train,
-        ddp_G,
-        ddp_D,
-        D,
-        d_trainable,
-        augment,
-        ada,
-        opt_G,
-        opt_D,
-        pl,
-        micro,
-        rounds,
-        r1_gamma,
+        self, step: int, reals: torch.Tensor, parts: _Parts, micro: int, rounds: int, r1_gamma: float
     ) -> dict[str, float]:
         cfg = self.config
+        G_train, ddp_G, ddp_D, D = parts.G_train, parts.ddp_G, parts.ddp_D, parts.D
+        augment, ada, opt_G, opt_D, pl = parts.augment, parts.ada, parts.opt_G, parts.opt_D, parts.pl
         G = G_train.G
         z_dim = G.z_dim
         losses: dict[str, float] = {}
@@ -430,7 +419,7 @@ class Trainer:
         opt_G.step()
 
         # Discriminator: main loss (and R1 every r1_interval steps).
-        for p in d_trainable:
+        for p in parts.d_trainable:
             p.requires_grad_(True)
         opt_D.zero_grad(set_to_none=True)
         r1_gain = cfg.r1_interval if step % cfg.r1_interval == 0 else 0

@@ -1,4 +1,4 @@
-"""`gan-studio`: the desktop app, and its command-line tools (info, generate, convert, metrics).
+"""`gan-studio`: the desktop app, and its command-line tools (info, generate, convert, metrics, train).
 
 With no subcommand it opens the window (optionally on the files named); `--screenshots DIR` and
 `--self-test` run the window or the engine offscreen for docs and checks.
@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-SUBCOMMANDS = ("info", "generate", "convert", "metrics")
+SUBCOMMANDS = ("info", "generate", "convert", "metrics", "train")
 
 
 def _model_argument(value: str | None) -> Path:
@@ -179,6 +179,11 @@ def build_app_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "train":
+        # `gan-studio-train` under one roof, so a frozen app (no Python beside it) can start its own runs.
+        from training.cli import main as train_main
+
+        return train_main(argv[1:])
     if argv and argv[0] in SUBCOMMANDS:
         args = build_parser().parse_args(argv)
         from models.checkpoints import CheckpointError

@@ -65,13 +65,21 @@ def validate_options(options: Mapping[str, Any]) -> TrainConfig:
     return config
 
 
-def train_command(options: Mapping[str, Any], python: str = sys.executable) -> list[str]:
+def training_launcher() -> list[str]:
+    """How to start `gan-studio-train`: `python -m training`, or the frozen app's own `train` subcommand (a
+    packaged app has no Python interpreter to run `-m` with)."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable, "train"]
+    return [sys.executable, "-m", "training"]
+
+
+def train_command(options: Mapping[str, Any]) -> list[str]:
     """`python -m training --data … --out … --base … --set key=value… --events jsonl` for `options`.
 
     Every option except data/out/base goes through `--set`, which takes any TrainConfig field as JSON, so the
     command can express everything the panel can."""
     validate_options(options)
-    command = [python, "-m", "training"]
+    command = training_launcher()
     for key, flag in _FIXED_FLAGS.items():
         if options.get(key) is not None:
             command += [flag, str(options[key])]
@@ -81,8 +89,8 @@ def train_command(options: Mapping[str, Any], python: str = sys.executable) -> l
     return [*command, "--events", "jsonl"]
 
 
-def resume_command(run_dir: Path, python: str = sys.executable) -> list[str]:
-    return [python, "-m", "training", "--resume", str(run_dir), "--events", "jsonl"]
+def resume_command(run_dir: Path) -> list[str]:
+    return [*training_launcher(), "--resume", str(run_dir), "--events", "jsonl"]
 
 
 class EventReader:

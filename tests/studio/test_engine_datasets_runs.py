@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from studio.cli import main as studio_main
 from studio.engine.datasets import DatasetError, DatasetStore, PreparedImages, SourceImages, scan_sources
 from studio.engine.runs import ConfigError, EventReader, list_runs, read_run, resume_command, train_command
 from training.cli import build_parser, config_from_args
@@ -69,8 +70,8 @@ def test_source_images_thumbnails_and_crop_preview(tmp_path):
 def test_train_command_is_what_the_cli_parses(tmp_path):
     options = {"data": str(tmp_path / "d"), "out": str(tmp_path / "run"), "base": "scratch", "resolution": 16,
                "kimg": 0.5, "batch": 8, "g_lr": 0.002, "r1_gamma": 0.5, "channel_max": 32}
-    command = train_command(options, python="python")
-    assert command[:3] == ["python", "-m", "training"] and command[-2:] == ["--events", "jsonl"]
+    command = train_command(options)
+    assert command[:3] == [sys.executable, "-m", "training"] and command[-2:] == ["--events", "jsonl"]
     config = config_from_args(build_parser().parse_args(command[3:]))
     for key, value in options.items():
         assert getattr(config, key) == value, key
@@ -79,6 +80,16 @@ def test_train_command_is_what_the_cli_parses(tmp_path):
     assert resume_command(tmp_path / "run")[1:] == ["-m", "training", "--resume", str(tmp_path / "run"),
                                                      "--events", "jsonl"]
     assert resume_command(tmp_path)[0] == sys.executable
+
+
+def test_a_frozen_app_starts_training_through_its_own_train_subcommand(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    command = resume_command(tmp_path / "missing")
+    assert command[:2] == [sys.executable, "train"]
+    # and that subcommand is the training CLI itself: its JSON error event for a run folder that is not there
+    assert studio_main(command[1:]) != 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert events[-1]["event"] == "error" and "missing" in events[-1]["message"]
 
 
 def test_event_reader_splits_partial_lines_and_keeps_stray_output():

@@ -98,6 +98,7 @@ _SHOT_RESOLUTION = 32
 _TINY_RUN = {
     "channel_base": 256, "channel_max": 32, "z_dim": 32, "w_dim": 32, "map_layers": 2, "batch": 8,
     "kimg": 1.0, "sample_kimg": 0.04, "snap_kimg": 0.1, "progress_interval_s": 0.25,
+    "metrics_kimg": 0.08, "metrics_n": 40,
 }
 
 
@@ -120,7 +121,7 @@ def _shoot_dataset_and_train(app: QApplication, window: MainWindow, scratch: Pat
     train.select(base="scratch", dataset="my drawings")
     train.overrides = dict(_TINY_RUN)
     train.start()
-    _wait(app, lambda: not train.running() or len(train.samples()) >= 4, timeout_s=300)
+    _wait(app, lambda: not train.running() or (len(train.samples()) >= 4 and train.fd.points() >= 2), timeout_s=300)
     shoot("train", "Train")
     train.stop()
     _wait(app, lambda: not train.running())

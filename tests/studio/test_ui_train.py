@@ -23,7 +23,7 @@ RUN_MS = 90_000
 TINY = {
     "channel_base": 256, "channel_max": 32, "z_dim": 32, "w_dim": 32, "map_layers": 2, "batch": 8,
     "kimg": 2.0, "sample_kimg": 0.04, "snap_kimg": 0.04, "progress_interval_s": 0.2, "device": "cpu",
-    "precision": "fp32",
+    "precision": "fp32", "metrics_kimg": 0.0,
 }
 
 
@@ -90,9 +90,11 @@ def test_run_live_samples_curves_stop_explore_resume_and_kill(qtbot, window, tmp
     command = train_command({**panel.build_options(), **TINY})
     assert command[1:3] == ["-m", "training"] and command[-2:] == ["--events", "jsonl"]
 
-    # Live: sample grids and curves come from the run's real events.
-    start_tiny(panel, name)
-    qtbot.waitUntil(lambda: len(panel.samples()) >= 2 and panel.losses.points() >= 4, timeout=RUN_MS)
+    # Live: sample grids, curves and quality checks come from the run's real events.
+    start_tiny(panel, name, metrics_kimg=0.08, metrics_n=24)
+    qtbot.waitUntil(lambda: len(panel.samples()) >= 2 and panel.losses.points() >= 4 and panel.fd.points() >= 1,
+                    timeout=RUN_MS)
+    assert set(panel.precision_recall.series) == {"precision", "recall"}
     assert "started" in kinds(panel) and "progress" in kinds(panel)
     grid = panel.sample_image
     assert (grid.width(), grid.height()) == (8 * 16, 4 * 16)  # the 8×4 grid of 16 px samples, as written
@@ -147,7 +149,7 @@ def test_run_live_samples_curves_stop_explore_resume_and_kill(qtbot, window, tmp
     reopened = make_window().train_panel  # the app reopened lists it, ready to resume
     assert reopened.runs.itemData(0).path == panel.run_dir and reopened.runs.itemData(0).resumable
     reopened.show_run(reopened.runs.itemData(0))
-    assert len(reopened.samples()) >= 2 and reopened.losses.points() >= 4
+    assert len(reopened.samples()) >= 2 and reopened.losses.points() >= 4 and reopened.fd.points() >= 1
     assert reopened.resume_button.isEnabled()
 
 
@@ -190,12 +192,13 @@ def test_advanced_options_reach_the_training_command(qtbot, window, tmp_path):
     panel.r1_gamma.setValue(0.5)
     panel.precision.setCurrentText("fp32")
     panel.device.setCurrentText("cpu")
+    panel.quality_every.setValue(5)
     command = train_command(panel.build_options())
     config = config_from_args(build_parser().parse_args(command[3:]))
     assert (config.kimg, config.g_lr, config.d_lr) == (20.0, 0.001, 0.001)
     assert (config.batch, config.aug) == (4, "diffaug")
     assert (config.freeze_d, config.r1_gamma, config.precision, config.device) == (2, 0.5, "fp32", "cpu")
-    assert config.base == str(window.controller.entry.path)
+    assert config.base == str(window.controller.entry.path) and config.metrics_kimg == 5
     assert config.data == str(DatasetStore().get(name).path)
     panel.r1_gamma.setValue(-1)
     assert "r1_gamma" not in panel.build_options()  # "auto": ADA's heuristic

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -136,6 +137,12 @@ class TrainPanel(QWidget):
         self.freeze_d = QSpinBox(minimum=0, maximum=8)
         self.r1_gamma = QDoubleSpinBox(decimals=4, minimum=-1, maximum=1000, singleStep=0.5, value=-1)
         self.r1_gamma.setSpecialValueText("auto")
+        self.quality_every = QDoubleSpinBox(decimals=0, minimum=0, maximum=1000, singleStep=5, value=10, suffix=" kimg")
+        self.quality_every.setSpecialValueText("never")
+        self.quality_every.setToolTip(
+            "How often to measure FD-EffNet, precision and recall against the dataset (up to 500 images a side; "
+            "tens of seconds on a CPU each time)"
+        )
         self.precision = QComboBox()
         self.precision.addItems(["auto", "fp32", "bf16", "fp16"])
         self.device = QComboBox()
@@ -145,7 +152,7 @@ class TrainPanel(QWidget):
         for label, widget in (
             ("Learning rate", self.lr), ("Batch", self.batch), ("Augmentation", self.aug),
             ("ADA target", self.ada_target), ("Freeze D blocks", self.freeze_d), ("R1 gamma", self.r1_gamma),
-            ("Precision", self.precision), ("Device", self.device),
+            ("Quality check every", self.quality_every), ("Precision", self.precision), ("Device", self.device),
         ):
             form.addRow(label, widget)
         self.advanced.setVisible(False)
@@ -180,9 +187,16 @@ class TrainPanel(QWidget):
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.losses = LineChart("Losses")
         self.augment = LineChart("Augment p", y_range=(0.0, 1.0))
-        charts = QHBoxLayout()
-        charts.addWidget(self.losses)
-        charts.addWidget(self.augment)
+        self.fd = LineChart("FD-EffNet (lower is closer to the data)")
+        self.fd.setToolTip("Fréchet distance on EfficientNet-Lite0 features; not the Inception FID of papers")
+        self.precision_recall = LineChart("Precision · recall", y_range=(0.0, 1.0))
+        self.precision_recall.setToolTip(
+            "Precision: how many generated images look like the data. Recall: how much of the data's variety "
+            "the generator covers (low recall is mode collapse)"
+        )
+        charts = QGridLayout()
+        for i, chart in enumerate((self.losses, self.augment, self.fd, self.precision_recall)):
+            charts.addWidget(chart, i // 2, i % 2)
         box = QWidget()
         layout = QVBoxLayout(box)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -331,6 +345,7 @@ class TrainPanel(QWidget):
             "aug": self.aug.currentData(),
             "ada_target": self.ada_target.value(),
             "freeze_d": self.freeze_d.value(),
+            "metrics_kimg": self.quality_every.value(),
             "precision": self.precision.currentText(),
             "device": self.device.currentText(),
         }
@@ -512,6 +527,8 @@ class TrainPanel(QWidget):
             self._show_warnings()
         elif kind == "progress":
             self._progress(event)
+        elif kind == "metrics":
+            self._metrics(event)
         elif kind == "samples":
             self._add_sample(float(event.get("kimg", 0)), Path(event["path"]))
         elif kind == "checkpoint":
@@ -547,6 +564,14 @@ class TrainPanel(QWidget):
             f"{kimg:.2f} / {total:g} kimg · step {event.get('step')} · "
             f"{float(event.get('images_per_s') or 0):.1f} img/s · ETA {duration(event.get('eta_s'))}"
         )
+
+    def _metrics(self, event: dict[str, Any]) -> None:
+        kimg = float(event.get("kimg", 0))
+        if event.get("fd_effnet") is not None:
+            self.fd.add("FD", kimg, float(event["fd_effnet"]))
+        for name in ("precision", "recall"):
+            if event.get(name) is not None:
+                self.precision_recall.add(name, kimg, float(event[name]))
 
     def _set_bar(self, done: float, total: float) -> None:
         self.bar.setValue(int(1000 * min(done / total, 1.0)))
@@ -616,6 +641,8 @@ class TrainPanel(QWidget):
         for event in run.events:
             if event.get("event") == "progress":
                 self._progress(event)
+            elif event.get("event") == "metrics":
+                self._metrics(event)
         for kimg, path in run.checkpoints():
             self._add_checkpoint(kimg, path)
         self.status.setText(f"{run.name}: {run.status} at {run.kimg:g} of {run.total_kimg:g} kimg.")
@@ -624,8 +651,8 @@ class TrainPanel(QWidget):
     def _clear_run(self) -> None:
         self.events, self._samples, self._checkpoints, self._run_notes = [], [], [], []
         self._warned_p = False
-        self.losses.clear()
-        self.augment.clear()
+        for chart in (self.losses, self.augment, self.fd, self.precision_recall):
+            chart.clear()
         self.timeline.setRange(0, 0)
         self.timeline_label.clear()
         self.sample_view.clear()

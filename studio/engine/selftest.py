@@ -28,7 +28,12 @@ TINY = {"channel_base": 512, "channel_max": 64}
 
 
 def make_random_model(
-    path: str | os.PathLike[str], resolution: int = 32, seed: int = 0, w_dim: int = 32, **synthesis: object
+    path: str | os.PathLike[str],
+    resolution: int = 32,
+    seed: int = 0,
+    w_dim: int = 32,
+    mapping_layers: int = 2,
+    **synthesis: object,
 ) -> Path:
     """Write a small randomly initialised generator as a GAN Studio checkpoint (for the self-test and tests).
 
@@ -42,7 +47,7 @@ def make_random_model(
         w_dim=w_dim,
         img_resolution=resolution,
         img_channels=3,
-        mapping_kwargs={"num_layers": 2},
+        mapping_kwargs={"num_layers": mapping_layers},
         synthesis_kwargs={**TINY, **synthesis},
     ).eval()
     with torch.no_grad():

@@ -126,12 +126,25 @@ class Trainer:
 
     # --- set-up ---------------------------------------------------------------------------------------
 
-    def _barrier(self) -> None:
+    def _on_rank0(self, work: Callable[[], None]) -> None:
+        """Run `work` on rank 0 only, the other ranks waiting for it. If it fails, every rank raises, so the
+        others never sit forever at a barrier rank 0 will not reach (a bad folder, an empty dataset, a full disk)."""
+        error: BaseException | None = None
+        if self.rank == 0:
+            try:
+                work()
+            except Exception as exc:  # re-raised below, once the other ranks know
+                error = exc
         if self.world > 1:
-            torch.distributed.barrier()
+            outcome = [None if error is None else str(error)]
+            torch.distributed.broadcast_object_list(outcome, src=0)
+            if self.rank != 0 and outcome[0] is not None:
+                raise TrainingError(f"rank 0 failed: {outcome[0]}")
+        if error is not None:
+            raise error
 
     def prepare_run_dir(self) -> None:
-        if self.rank == 0:
+        def create() -> None:
             if not self.resume and self.run.latest_checkpoint() is not None:
                 raise TrainingError(
                     f"{self.run.root} already holds a run; resume it with --resume or choose a new --out"
@@ -139,7 +152,8 @@ class Trainer:
             self.run.create()
             if not self.resume:
                 self.config.dump(self.run.config_path)
-        self._barrier()
+
+        self._on_rank0(create)
 
     def load_base(self) -> tuple[Generator, Discriminator, Generator, float | None, int]:
         """Networks to start from: a base model (fine-tuning) or fresh ones; returns G, D, G_ema, p, resolution."""
@@ -202,7 +216,8 @@ class Trainer:
             dataset = PreparedDataset(data, xflip=cfg.mirror or None)
         else:
             prepared = self.run.root / "dataset"
-            if self.rank == 0:
+
+            def prepare() -> None:
                 report = prepare_dataset(
                     [data],
                     prepared,
@@ -216,7 +231,8 @@ class Trainer:
                 self.emit("import_report", report=report.to_dict(), summary=report.summary())
                 if not report.dataset_size:
                     raise TrainingError(f"no usable images in {data}:\n{report.summary()}")
-            self._barrier()
+
+            self._on_rank0(prepare)
             dataset = PreparedDataset(prepared)
         if dataset.resolution != resolution:
             raise TrainingError(
@@ -500,7 +516,7 @@ class Trainer:
     def _checkpoint(self, G, D, G_ema, augment, ada, opt_G, opt_D, pl, cur_nimg: int, step: int) -> None:
         if self.world > 1:
             self._check_replicas(G, D)
-        if self.rank == 0:
+        def save() -> None:
             paths = self.run.checkpoint_paths(cur_nimg)
             state = {
                 "format": "gan-studio-train-state",
@@ -541,7 +557,8 @@ class Trainer:
             save_checkpoint(paths.network, bundle)
             self.run.prune(self.config.keep_checkpoints)
             self.emit("checkpoint", path=str(paths.network), kimg=cur_nimg / 1000)
-        self._barrier()
+
+        self._on_rank0(save)
 
     def _restore(self, G, D, G_ema, augment, ada, opt_G, opt_D, pl) -> tuple[int, int]:
         latest = self.run.latest_checkpoint()

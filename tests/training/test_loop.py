@@ -332,30 +332,32 @@ def test_cli_reports_errors_as_events(tmp_path):
     assert error["event"] == "error" and "missing" in error["message"]
 
 
+def torchrun(args: list[str], port: int, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+         "-m", "training", *args],
+        capture_output=True, text=True, cwd=REPO, env=ONE_THREAD, timeout=timeout,
+    )
+
+
+def test_ddp_a_failure_on_rank_0_stops_every_rank(tmp_path):
+    """Rank 0 alone prepares the dataset; when it finds nothing usable, rank 1 must stop with it instead of
+    waiting forever at the next collective."""
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "broken.png").write_bytes(b"not a png")
+    done = torchrun(cli_args(junk, tmp_path / "run", 0.016)[3:], 29534, timeout=180)
+    assert done.returncode != 0
+    error = events_of(done.stdout)[-1]
+    assert error["event"] == "error" and "no usable images" in error["message"]
+    assert "rank 0 failed: no usable images" in done.stdout + done.stderr  # what rank 1 said
+
+
 def test_ddp_two_processes_train_in_step(tmp_path, discs_folder):
     """torchrun, two CPU processes over gloo: the run completes and the replicas' weights agree at every
     checkpoint (the loop compares them and stops on divergence)."""
     out = tmp_path / "run"
-    args = cli_args(discs_folder, out, 0.048)[3:]  # drop "python -m training"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            "29533",
-            "-m",
-            "training",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=ONE_THREAD,
-        timeout=300,
-    )
+    done = torchrun(cli_args(discs_folder, out, 0.048)[3:], 29533, timeout=300)  # [3:]: drop "python -m training"
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     events = events_of(done.stdout)
     started = next(e for e in events if e["event"] == "started")

@@ -67,10 +67,13 @@ def validate_options(options: Mapping[str, Any]) -> TrainConfig:
 
 def training_launcher() -> list[str]:
     """How to start `gan-studio-train`: `python -m training`, or the frozen app's own `train` subcommand (a
-    packaged app has no Python interpreter to run `-m` with)."""
-    if getattr(sys, "frozen", False):
-        return [sys.executable, "train"]
-    return [sys.executable, "-m", "training"]
+    packaged app has no Python interpreter to run `-m` with). On Windows the frozen app is windowed, without a
+    stdout for events, so its console twin `gan-studio-cli.exe` (see packaging/gan-studio.spec) runs it."""
+    if not getattr(sys, "frozen", False):
+        return [sys.executable, "-m", "training"]
+    app = Path(sys.executable)
+    console_twin = app.with_name("gan-studio-cli" + app.suffix)
+    return [str(console_twin if console_twin.exists() else app), "train"]
 
 
 def train_command(options: Mapping[str, Any]) -> list[str]:

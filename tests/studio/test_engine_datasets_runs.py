@@ -92,6 +92,15 @@ def test_a_frozen_app_starts_training_through_its_own_train_subcommand(tmp_path,
     assert events[-1]["event"] == "error" and "missing" in events[-1]["message"]
 
 
+def test_a_frozen_windowed_app_trains_through_its_console_twin(tmp_path, monkeypatch):
+    app, twin = tmp_path / "gan-studio.exe", tmp_path / "gan-studio-cli.exe"  # as the spec builds on Windows
+    app.touch()
+    twin.touch()
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "executable", str(app))
+    assert resume_command(tmp_path / "run")[:2] == [str(twin), "train"]
+
+
 def test_event_reader_splits_partial_lines_and_keeps_stray_output():
     reader = EventReader()
     assert reader.feed(b'{"event": "started", "kim') == []

@@ -105,7 +105,7 @@ class ExplorePanel(QWidget):
         return box
 
     def _grid_box(self) -> QGroupBox:
-        self.grid = ThumbnailList(GRID_ICON)
+        self.grid = ThumbnailList(GRID_ICON, page_size=GRID_PAGE)
         self.grid.setMinimumHeight(3 * (GRID_ICON + 24) + 8)
         self.grid.picked.connect(lambda seed: self._commit(seed=int(seed), w=None))
         self.page = QSpinBox(

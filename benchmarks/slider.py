@@ -49,7 +49,10 @@ def measure(app: QApplication, model: Path, moves: int) -> dict[str, float]:
     window.show()
     c = window.controller
     c.open_model(window.library.import_model(model))
-    wait(app, lambda: c.session is not None and c.settled())
+    # Opening also renders the library thumbnail, the seed browser page and the directions: let them finish,
+    # so the slider's renders are timed alone.
+    wait(app, lambda: c.session is not None and c.settled() and bool(c.directions))
+    wait(app, lambda: not window.busy() and not window.explore_panel.grid_busy() and c.settled())
     frames: list[tuple[float, bool, float]] = []  # (time painted, preview, render thread ms)
 
     def painted(result) -> None:  # connected after the window's own slot, which has set the image

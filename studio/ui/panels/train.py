@@ -17,12 +17,14 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QFrame,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSlider,
     QSpinBox,
@@ -91,7 +93,16 @@ class TrainPanel(QWidget):
         self._run_notes: list[str] = []  # warnings of the run on show (its own, and augment p)
         self.sample_image = QImage()
 
-        layout = QVBoxLayout(self)
+        # The content scrolls when the dock is shorter than it needs (a wrapped warning, four charts), instead
+        # of squeezing the charts below their size; taller, the sample grid takes the extra height.
+        content = QWidget()
+        scroll = QScrollArea(widgetResizable=True, frameShape=QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        layout = QVBoxLayout(content)
         layout.addWidget(self._setup_box())
         self.warnings = QLabel()
         self.warnings.setWordWrap(True)
@@ -187,9 +198,9 @@ class TrainPanel(QWidget):
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.losses = LineChart("Losses")
         self.augment = LineChart("Augment p", y_range=(0.0, 1.0))
-        self.fd = LineChart("FD-EffNet (lower is closer to the data)")
+        self.fd = LineChart("FD-EffNet (lower is better)")
         self.fd.setToolTip("Fréchet distance on EfficientNet-Lite0 features; not the Inception FID of papers")
-        self.precision_recall = LineChart("Precision · recall", y_range=(0.0, 1.0))
+        self.precision_recall = LineChart("", y_range=(0.0, 1.0))  # its legend, precision and recall, is the title
         self.precision_recall.setToolTip(
             "Precision: how many generated images look like the data. Recall: how much of the data's variety "
             "the generator covers (low recall is mode collapse)"

@@ -109,7 +109,8 @@ class LineChart(QWidget):
             painter.drawText(QRectF(0, align, 34, line_h), Qt.AlignmentFlag.AlignRight, f"{y:.3g}")
         painter.drawText(QRectF(plot.left(), plot.bottom() + 2, plot.width(), line_h),
                          Qt.AlignmentFlag.AlignRight, f"{x1:.3g} kimg")
-        legend_x = plot.left() + metrics.horizontalAdvance(self.title) + 16
+        legend_x = plot.left() + (metrics.horizontalAdvance(self.title) + 16 if self.title else 0)
+        labelled = len(self.series) > 1 or not self.title  # one series under a title needs no legend
         for i, (name, points) in enumerate(self.series.items()):
             colour = QColor(PALETTE[i % len(PALETTE)])
             painter.setPen(QPen(colour, 1.5))
@@ -117,6 +118,7 @@ class LineChart(QWidget):
             for x, y in points[1:]:
                 path.lineTo(to_point(x, y))
             painter.drawPath(path)
-            painter.drawText(QRectF(legend_x, 0, 200, line_h), Qt.AlignmentFlag.AlignLeft, f"— {name}")
-            legend_x += metrics.horizontalAdvance(f"— {name}") + 12
+            if labelled:
+                painter.drawText(QRectF(legend_x, 0, 200, line_h), Qt.AlignmentFlag.AlignLeft, f"— {name}")
+                legend_x += metrics.horizontalAdvance(f"— {name}") + 12
         painter.end()

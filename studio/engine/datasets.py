@@ -121,6 +121,8 @@ class DatasetStore:
             if target.exists():
                 raise DatasetError(f"a dataset named “{new_name}” already exists; choose another name")
             (self.root / name).rename(target)
+            for variant in self._variants.glob(f"{glob.escape(name)}@*px"):  # its copies at other sizes follow
+                variant.rename(variant.with_name(new_name + variant.name[len(name):]))
         return self.get(new_name)
 
     def delete(self, name: str) -> None:

@@ -55,8 +55,12 @@ def test_at_resolution_prepares_again_from_the_original_files(tmp_path):
     path = store.at_resolution("set", 32)
     assert PreparedImages(path).pixels(0).shape == (32, 32, 3) and len(PreparedImages(path)) == 5
     assert [d.name for d in store.datasets()] == ["set"]  # the copy is not listed as a dataset of its own
-    store.delete("set")
+    store.rename("set", "renamed")  # the copy follows its dataset: reused, and deleted with it
     assert not path.exists()
+    moved = path.with_name("renamed@32px")
+    assert moved.exists() and store.at_resolution("renamed", 32) == moved
+    store.delete("renamed")
+    assert not moved.exists()
 
 
 def test_source_images_thumbnails_and_crop_preview(tmp_path):

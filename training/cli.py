@@ -146,6 +146,7 @@ class _Output:
 
 def main(argv: list[str] | None = None) -> int:
     from training.loop import TrainingError, resume_config, train  # after parsing: --help stays instant
+    from training.run_dir import RunDir
 
     args = build_parser().parse_args(argv)
     output = _Output(args.events == "jsonl")
@@ -165,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
                 config.dump(Path(args.resume) / "config.json")
         else:
             config, resume = config_from_args(args), False
-        result = train(config, output, lambda: stop["requested"], resume=resume)
+        stop_file = RunDir(config.out).stop_path
+        stop_file.unlink(missing_ok=True)  # a request left by the previous session of this run is spent
+        result = train(config, output, lambda: stop["requested"] or stop_file.exists(), resume=resume)
     except (ConfigError, TrainingError, ValueError, OSError) as exc:
         output({"event": "error", "message": str(exc), "kind": type(exc).__name__})
         return 2

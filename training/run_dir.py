@@ -37,6 +37,12 @@ class RunDir:
         self.samples_dir = self.root / "samples"
         self.config_path = self.root / "config.json"
         self.stats_path = self.root / "stats.jsonl"
+        # A file whose appearance asks the run to checkpoint and exit: how the app stops a run on Windows,
+        # which has no SIGTERM, and how anyone can from a shell or a file manager.
+        self.stop_path = self.root / "STOP"
+
+    def request_stop(self) -> None:
+        self.stop_path.touch()
 
     def create(self) -> None:
         for folder in (self.root, self.checkpoints_dir, self.samples_dir):

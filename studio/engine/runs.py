@@ -28,6 +28,7 @@ __all__ = [
     "list_runs",
     "new_run_dir",
     "read_run",
+    "request_stop",
     "resume_command",
     "runs_root",
     "train_command",
@@ -94,6 +95,11 @@ def train_command(options: Mapping[str, Any]) -> list[str]:
 
 def resume_command(run_dir: Path) -> list[str]:
     return [*training_launcher(), "--resume", str(run_dir), "--events", "jsonl"]
+
+
+def request_stop(run_dir: Path) -> None:
+    """Ask the run in `run_dir` to write a checkpoint and exit (its STOP file: works on every platform)."""
+    RunDir(run_dir).request_stop()
 
 
 class EventReader:

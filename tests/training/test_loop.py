@@ -287,20 +287,28 @@ def test_cli_sigkill_then_resume_continues_from_the_checkpoint(tmp_path, discs_f
     assert json.loads((out / "config.json").read_text())["kimg"] == 0.112
 
 
-def test_cli_sigterm_checkpoints_and_exits_cleanly(tmp_path, discs_folder):
+@pytest.mark.parametrize("how", ["SIGTERM", "STOP file"])
+def test_cli_stop_request_checkpoints_and_exits_cleanly(tmp_path, discs_folder, how):
+    """SIGTERM, or the run folder's STOP file (Windows has no SIGTERM; the app writes the file everywhere)."""
     out = tmp_path / "run"
+    out.mkdir()
+    RunDir(out).request_stop()  # a stale request from an earlier session must not stop this one at once
     proc = subprocess.Popen(
         cli_args(discs_folder, out, 50), stdout=subprocess.PIPE, text=True, cwd=REPO, env=ONE_THREAD
     )
     events = []
     for line in proc.stdout:
         events.append(json.loads(line))
-        if events[-1]["event"] == "progress":
-            proc.send_signal(signal.SIGTERM)
+        if events[-1]["event"] == "progress" and events[-1]["step"] >= 2:
+            if how == "SIGTERM":
+                proc.send_signal(signal.SIGTERM)
+            else:
+                RunDir(out).request_stop()
             break
     rest, _ = proc.communicate(timeout=120)
     events += events_of(rest)
     assert proc.returncode == 0
+    assert any(e["event"] == "progress" and e["step"] >= 2 for e in events)  # it ran until asked to stop
     finished = events[-1]
     assert finished["event"] == "finished" and finished["status"] == "stopped"
     assert finished["checkpoint"] and Path(finished["checkpoint"]).exists()

@@ -42,6 +42,7 @@ from studio.engine.runs import (
     list_runs,
     new_run_dir,
     read_run,
+    request_stop,
     resume_command,
     train_command,
 )
@@ -438,19 +439,25 @@ class TrainPanel(QWidget):
         return self.process is not None
 
     def pause(self) -> None:
-        """SIGTERM: the run writes a checkpoint and exits; Resume continues exactly where it stopped."""
+        """The run writes a checkpoint and exits; Resume continues exactly where it stopped."""
         if self.process is not None:
             self._pausing = True
             self.status.setText("Pausing: writing a checkpoint…")
-            self.process.terminate()
-            self._update_buttons()
+            self._request_stop()
 
     def stop(self) -> None:
         """End the run (with a last checkpoint, so it stays resumable from Past runs)."""
         if self.process is not None:
             self.status.setText("Stopping: writing a checkpoint…")
+            self._request_stop()
+
+    def _request_stop(self) -> None:
+        """The run's STOP file (every platform; Windows has no SIGTERM), and SIGTERM where there is one."""
+        if self.run_dir is not None and self.run_dir.is_dir():
+            request_stop(self.run_dir)
+        if sys.platform != "win32":
             self.process.terminate()
-            self._update_buttons()
+        self._update_buttons()
 
     def _pause_or_resume(self) -> None:
         if self.running():

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the app (unless SKIP_BUILD=1), then check the frozen program works with no Python beside it:
-# the self-test, `generate` (valid PNGs), and a short training run through its own `train` subcommand (the
-# way the app starts runs). Prints build time, bundle size and cold start time.
+# the self-test, `generate` (valid PNGs), a short training run through its own `train` subcommand, and the
+# window offscreen with a run started from it. Prints build time, bundle size and cold start time.
+# KEEP_SHOTS=DIR keeps the frozen window's screenshots.
 #   bash packaging/test_bundle.sh
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -46,5 +47,11 @@ PY
 tail -1 "$SCRATCH/events.jsonl" | grep -q '"status": "completed"' || { tail -3 "$SCRATCH/events.jsonl"; exit 1; }
 ls "$SCRATCH"/run/checkpoints/network-*.safetensors > /dev/null
 echo "train: completed, $(grep -c '"event": "checkpoint"' "$SCRATCH/events.jsonl") checkpoints"
+# The window, offscreen: every panel, the dark theme (qdarkstyle through qtpy), a dataset import and a
+# training run started from the Train panel, which runs the frozen program's own `train`.
+"$APP" --screenshots "$SCRATCH/shots" > /dev/null
+[ "$(ls "$SCRATCH"/shots/*.png | wc -l)" = 6 ] || { ls "$SCRATCH/shots"; exit 1; }
+[ -z "${KEEP_SHOTS:-}" ] || cp -r "$SCRATCH/shots" "$KEEP_SHOTS"
+echo "screenshots: 6 panels, including a training run started from the window"
 echo "bundle: $(du -sh dist/gan-studio | cut -f1) in dist/gan-studio"
 echo "bundle test passed"

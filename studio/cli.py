@@ -203,10 +203,14 @@ def main(argv: list[str] | None = None) -> int:
         print("self-test passed" if not problems else "self-test FAILED")
         return 1 if problems else 0
     if args.screenshots:
-        from studio.ui.app import take_screenshots
+        from studio.ui.app import ScreenshotError, take_screenshots
 
-        for path in take_screenshots(Path(args.screenshots)):
-            print(path)
+        try:
+            for path in take_screenshots(Path(args.screenshots)):
+                print(path)
+        except ScreenshotError as exc:
+            print(f"screenshots: {exc}", file=sys.stderr)
+            return 1
         return 0
     from studio.ui.app import run_app
 

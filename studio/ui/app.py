@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -122,6 +121,8 @@ def _shoot_dataset_and_train(app: QApplication, window: MainWindow, scratch: Pat
     train.overrides = dict(_TINY_RUN)
     train.start()
     _wait(app, lambda: not train.running() or (len(train.samples()) >= 4 and train.fd.points() >= 2), timeout_s=300)
+    if train.failure is not None or len(train.samples()) < 4:
+        raise ScreenshotError(f"the demo training run failed: {train.failure or 'it ended without samples'}")
     shoot("train", "Train")
     train.stop()
     _wait(app, lambda: not train.running())
@@ -146,13 +147,16 @@ def _example_images(folder: Path) -> Path:
     return folder
 
 
+class ScreenshotError(RuntimeError):
+    """The window did not reach the state a screenshot should show (a render hung, the demo run failed)."""
+
+
 def _wait(app: QApplication, condition: Callable[[], bool], timeout_s: float = 120.0) -> None:
     """Let the event loop run until `condition()` holds (renders land as queued signals)."""
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
-            print("take_screenshots: gave up waiting for renders", file=sys.stderr)
-            return
+            raise ScreenshotError(f"gave up after {timeout_s:g} s waiting for the window to finish its work")
         app.processEvents()
         time.sleep(0.02)
     app.processEvents()

@@ -27,7 +27,9 @@ import json, sys
 from pathlib import Path
 work, kimg, wall, latest = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 grids = sorted((work / "run" / "samples").glob("samples-*.png"))
-summary = {"kimg": kimg, "wall_s": wall, "checkpoint": latest, "before_grid": str(grids[0]),
+dataset_size = len(json.loads((work / "run" / "dataset" / "manifest.json").read_text())["images"])
+summary = {"kimg": kimg, "wall_s": wall, "checkpoint": latest, "dataset_size": dataset_size,
+           "before_grid": str(grids[0]),
            "after_grid": str(grids[-1]), "before": json.loads((work / "before.json").read_text()),
            "after": json.loads((work / "after.json").read_text())}
 (work / "summary.json").write_text(json.dumps(summary, indent=2))

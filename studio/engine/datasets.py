@@ -34,6 +34,7 @@ __all__ = [
     "DatasetError",
     "DatasetInfo",
     "DatasetStore",
+    "FEW_IMAGES",
     "ImageRejected",
     "ImportReport",
     "PreparedImages",
@@ -45,6 +46,7 @@ Progress = Callable[[int, int, str], None]
 Cancel = Callable[[], bool]
 REPORT_NAME = "import-report.json"
 DROP_SUFFIXES = frozenset(IMAGE_EXTENSIONS | {".zip"})  # what a drop on the window may bring for a dataset
+FEW_IMAGES = 10  # below this many, training mostly learns to repeat the images: the panel says so
 _BAD_NAME = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
 
 
@@ -97,14 +99,26 @@ class DatasetStore:
         progress: Progress | None = None,
         cancel: Cancel | None = None,
     ) -> ImportReport:
-        """Prepare (or add to) the dataset `name`; its report is kept so reopening shows what was refused."""
+        """Prepare (or add to) the dataset `name`; its report is kept so reopening shows what was refused.
+
+        Raises DatasetError when the dataset would hold no image (an empty dataset only fails training later);
+        a dataset this call created is then removed again.
+        """
         path = self.root / self._check_name(name)
+        existed = path.exists()
         report = prepare_dataset(
             [str(s) for s in sources], path, resolution,
             mode=mode, xflip=xflip, progress=progress, cancel=cancel,
         )
-        if not report.cancelled and path.is_dir():
-            atomic_write_bytes(path / REPORT_NAME, json.dumps(report.to_dict()).encode("utf-8"))
+        if report.cancelled:
+            return report
+        if not report.dataset_size:
+            if not existed:
+                shutil.rmtree(path, ignore_errors=True)
+            raise DatasetError(
+                f"“{name}” has no usable images, so it was not saved. {report.summary().splitlines()[0]}"
+            )
+        atomic_write_bytes(path / REPORT_NAME, json.dumps(report.to_dict()).encode("utf-8"))
         return report
 
     def report(self, name: str) -> dict[str, Any] | None:

@@ -48,6 +48,24 @@ def test_store_prepares_lists_renames_deletes_and_keeps_the_report(tmp_path):
         store.delete("portraits")
 
 
+def test_store_refuses_a_dataset_without_usable_images_and_keeps_nothing(tmp_path):
+    store = DatasetStore(tmp_path / "datasets")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "empty.png").write_bytes(b"")
+    (broken / "notes.jpg").write_text("not a picture\n")
+    for source, scanned in ((empty, "Scanned 0 files"), (broken, "Scanned 2 files: 0 usable, 2 rejected")):
+        with pytest.raises(DatasetError, match=f"“nothing” has no usable images, so it was not saved. {scanned}"):
+            store.prepare("nothing", [source], 16)
+        assert store.datasets() == [] and list(store.root.iterdir()) == []
+    # Adding only unusable files to a dataset that has images is no error: it stays as it was.
+    store.prepare("set", [images(tmp_path / "src", n=1)], 16)
+    report = store.prepare("set", [broken], 16)
+    assert report.dataset_size == 1 and store.get("set").count == 1 and len(report.rejected) == 2
+
+
 def test_at_resolution_prepares_again_from_the_original_files(tmp_path):
     store = DatasetStore(tmp_path / "datasets")
     store.prepare("set", [images(tmp_path / "src")], 16)

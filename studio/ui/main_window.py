@@ -162,6 +162,10 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "&Open/Import model…", self.open_model_dialog, QKeySequence.StandardKey.Open)
         self._action(file_menu, "&Export image…", self.export_panel.export_current_dialog, "Ctrl+E")
         file_menu.addSeparator()
+        dataset = self.dataset_panel
+        self._action(file_menu, "Add dataset &folder…", lambda: self._add_dataset(dataset.add_folder_dialog))
+        self._action(file_menu, "Add dataset &images…", lambda: self._add_dataset(dataset.add_images_dialog))
+        file_menu.addSeparator()
         self._action(file_menu, "&Settings…", self.open_settings, QKeySequence.StandardKey.Preferences)
         file_menu.addSeparator()
         self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
@@ -285,8 +289,7 @@ class MainWindow(QMainWindow):
         for image in recipes[-1:]:  # restoring several states at once has no meaning: the last drop wins
             self.restore_recipe(image)
         if data:
-            self.docks["Dataset"].show()
-            self.docks["Dataset"].raise_()
+            self._show_dataset_panel()
             self.dataset_panel.import_paths(data)
         if ignored:
             self._show_message(
@@ -294,6 +297,15 @@ class MainWindow(QMainWindow):
                 f"Ignored {', '.join(ignored)}: drop a model (.pkl, .pt, .safetensors), an image exported by "
                 "GAN Studio, or folders, zips and images for a dataset.",
             )
+
+    def _add_dataset(self, dialog) -> None:
+        """The File menu's dataset entries: the panel comes into sight, then its own file dialog."""
+        self._show_dataset_panel()
+        dialog()
+
+    def _show_dataset_panel(self) -> None:
+        self.docks["Dataset"].show()
+        self.docks["Dataset"].raise_()
 
     def _open_checkpoint(self, path: Path) -> None:
         """A training snapshot goes through the library like any model, then opens in Explore."""

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeySequence
+from PySide6.QtWidgets import QApplication, QFileDialog
 
 from studio.engine.datasets import DatasetStore, PreparedImages
 from studio.ui.images import to_array
@@ -101,6 +104,145 @@ def test_prepare_reopen_rename_delete(qtbot, window, tmp_path, make_window):
     panel.delete("my cats")
     assert DatasetStore().datasets() == [] and panel.grid.model().rowCount() == 0
     assert folder.is_dir() and len(list(folder.iterdir())) == 9
+
+
+def file_action(window, text: str):
+    (file_menu,) = [a.menu() for a in window.menuBar().actions() if a.text() == "&File"]
+    return next(a for a in file_menu.actions() if a.text() == text)
+
+
+def test_add_buttons_and_file_menu_scan_like_a_drop(qtbot, window, tmp_path, monkeypatch):
+    folder = make_folder(tmp_path)
+    panel = scanned(qtbot, window, folder)
+    dropped = panel.report
+    asked: list[tuple] = []  # (title, start folder[, filter]) of each dialog; what it answers comes next
+    answers: list = []
+
+    def fake_dialog(_parent, *args):
+        asked.append(args)
+        return answers.pop(0)
+
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", fake_dialog)
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames", fake_dialog)
+
+    # The panel's button scans the chosen folder exactly as the drop did.
+    panel.report = None
+    answers.append(str(folder))
+    qtbot.mouseClick(panel.add_folder_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.report is not None and not panel.busy(), timeout=WAIT_MS)
+    assert panel.report == dropped and panel.sources == [folder]
+    assert asked[-1] == ("Add a folder of images", str(tmp_path))  # starts where the last import came from
+    assert [panel.rejected.item(i).text().split(" — ")[0] for i in range(2)] == ["empty.png", "notes.jpg"]
+
+    # Several images and a zip; a cancelled dialog changes nothing.
+    archive = tmp_path / "more.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(folder / "tall.jpg", "inside/tall.jpg")
+        zf.write(folder / "notes.jpg", "inside/notes.jpg")
+    answers.append(([], ""))
+    qtbot.mouseClick(panel.add_images_button, Qt.MouseButton.LeftButton)
+    assert panel.report == dropped and not panel.busy()
+    chosen = [str(folder / "noise1.png"), str(folder / "wide.png"), str(archive)]
+    answers.append((chosen, "Images and zips"))
+    panel.report = None
+    qtbot.mouseClick(panel.add_images_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.report is not None and not panel.busy(), timeout=WAIT_MS)
+    title, start, filters = asked[-1]
+    assert title == "Add images or zips" and start == str(tmp_path)
+    assert filters.startswith("Images and zips (") and "*.png" in filters and "*.zip" in filters
+    counts = panel.report["counts"]
+    assert (counts["usable"], counts["rejected"]) == (3, 1) and panel.grid.model().rowCount() == 3
+    assert panel.rejected.item(0).text().startswith("notes.jpg — ")
+
+    # The File menu entries bring a closed Dataset panel back, then ask the same dialogs.
+    menu_texts = [a.text() for a in file_action(window, "&Open/Import model…").parent().actions() if a.text()]
+    mnemonics = [QKeySequence.mnemonic(text).toString() for text in menu_texts]
+    assert all(mnemonics) and len(set(mnemonics)) == len(mnemonics)  # every entry has a key of its own
+    for text, answer, usable in (("Add dataset &folder…", str(folder), 6),
+                                 ("Add dataset &images…", ([str(folder / "wide.png")], ""), 1)):
+        window.docks["Dataset"].close()
+        window.docks["Explore"].raise_()
+        panel.report = None
+        answers.append(answer)
+        file_action(window, text).trigger()
+        assert window.docks["Dataset"].isVisible() and not window.docks["Dataset"].visibleRegion().isEmpty()
+        qtbot.waitUntil(lambda: panel.report is not None and not panel.busy(), timeout=WAIT_MS)
+        assert panel.report["counts"]["usable"] == usable
+    assert panel.report["images"][0]["name"].endswith("wide.png") and not answers
+
+    # Keyboard only: Tab walks from the saved datasets to both buttons, and Space presses one.
+    window.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is window, timeout=WAIT_MS)
+    panel.saved.setFocus(Qt.FocusReason.TabFocusReason)
+    reached = []
+    for _ in range(6):
+        qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Tab)
+        reached.append(QApplication.focusWidget())
+    assert panel.add_folder_button in reached
+    assert reached[reached.index(panel.add_folder_button) + 1] is panel.add_images_button
+    panel.add_images_button.setFocus(Qt.FocusReason.TabFocusReason)
+    answers.append(([str(folder / "tall.jpg")], ""))
+    qtbot.keyClick(panel.add_images_button, Qt.Key.Key_Space)
+    qtbot.waitUntil(lambda: not answers and not panel.busy(), timeout=WAIT_MS)
+    assert panel.report["counts"]["usable"] == 1 and panel.report["images"][0]["name"].endswith("tall.jpg")
+
+
+def test_scans_without_usable_images_cannot_be_saved(qtbot, window, tmp_path):
+    panel = window.dataset_panel
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "empty.png").write_bytes(b"")
+    (broken / "notes.jpg").write_text("these are my notes, not a picture\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for folder, why in ((broken, "The Rejected tab says why."), (empty, "No files were found.")):
+        scanned(qtbot, window, folder)
+        assert not panel.save_button.isEnabled() and "no usable images" in panel.save_button.toolTip()
+        assert f"No usable images: there is nothing to save.</b> {why}" in panel.counts_text()
+        assert "Only 0" not in panel.counts_text()
+        qtbot.mouseClick(panel.save_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: not panel.busy(), timeout=WAIT_MS)
+        assert DatasetStore().datasets() == [] and panel.saved.count() == 0
+    assert panel.tabs.currentWidget() is panel.grid  # the empty folder has no reasons to show
+    scanned(qtbot, window, broken)
+    assert panel.tabs.currentWidget() is panel.rejected
+
+    # One good image can be saved, with a warning; if it is gone by Save, the engine refuses and says so.
+    single = tmp_path / "single"
+    single.mkdir()
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(single / "one.png")
+    scanned(qtbot, window, single)
+    assert panel.save_button.isEnabled() and "Only 1 image(s): training will mostly learn" in panel.counts_text()
+    (single / "one.png").unlink()
+    qtbot.mouseClick(panel.save_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not panel.busy() and window.messages.text() != "", timeout=WAIT_MS)
+    assert "“single” has no usable images, so it was not saved" in window.messages.text()
+    assert DatasetStore().datasets() == [] and not (DatasetStore().root / "single").exists()
+
+
+def test_saved_datasets_stay_listed_after_a_new_scan(qtbot, window, tmp_path, make_window):
+    panel = scanned(qtbot, window, make_folder(tmp_path))
+    panel.prepare("cats")
+    qtbot.waitUntil(lambda: panel.dataset == "cats" and not panel.busy(), timeout=WAIT_MS)
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(other / "grey.png")
+
+    def shown(combo) -> str:  # what the closed combo box reads: its item, or its placeholder without one
+        return combo.currentText() or combo.placeholderText()
+
+    for current in (window, make_window()):  # the same window, and the app opened again
+        current.dataset_panel.report = None
+        scanned(qtbot, current, other)
+        saved = current.dataset_panel.saved
+        assert [saved.itemText(i) for i in range(saved.count())] == ["cats"]
+        assert shown(saved) == "Open a saved dataset (1)"
+        assert current.dataset_panel.dataset is None and not current.dataset_panel.rename_button.isEnabled()
+    saved.setCurrentIndex(0)
+    saved.activated.emit(0)  # choosing it opens it again
+    assert current.dataset_panel.dataset == "cats" and shown(saved) == "cats"
+    panel.delete("cats")
+    assert shown(panel.saved) == "No saved datasets"
 
 
 def test_recipe_png_still_restores_then_zip_then_cancel(qtbot, window, tmp_path):

@@ -1,5 +1,5 @@
-"""Dataset panel: drop folders, zips or images; see what was found (thumbnails, counts, refusals with their
-reasons, duplicates, sizes); choose how to square them with a live preview; keep the prepared dataset."""
+"""Dataset panel: drop (or choose) folders, zips or images; see what was found (thumbnails, counts, refusals
+with their reasons, duplicates, sizes); choose how to square them with a live preview; keep the prepared dataset."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -27,6 +28,8 @@ from PySide6.QtWidgets import (
 )
 
 from studio.engine.datasets import (
+    DROP_SUFFIXES,
+    FEW_IMAGES,
     FIT_MODES,
     DatasetError,
     DatasetStore,
@@ -74,9 +77,19 @@ class DatasetPanel(QWidget):
         saved_row.addWidget(self.rename_button)
         saved_row.addWidget(self.delete_button)
 
-        self.hint = QLabel("Drop folders, zips or images anywhere on the window to import them.")
+        self.add_folder_button = QPushButton("Add folder…")
+        self.add_folder_button.setToolTip("Scan a folder of images (its subfolders and zips too) for a new dataset")
+        self.add_folder_button.clicked.connect(self.add_folder_dialog)
+        self.add_images_button = QPushButton("Add images…")
+        self.add_images_button.setToolTip("Scan chosen images or zips for a new dataset")
+        self.add_images_button.clicked.connect(self.add_images_dialog)
+        self.hint = QLabel("or drop folders, zips or images on the window.")
         self.hint.setObjectName("hint")
         self.hint.setWordWrap(True)
+        add_row = QHBoxLayout()
+        add_row.addWidget(self.add_folder_button)
+        add_row.addWidget(self.add_images_button)
+        add_row.addWidget(self.hint, 1)
         self.busy_label = QLabel()
         self.progress = QProgressBar()
         self.progress.setMaximumHeight(14)
@@ -131,7 +144,7 @@ class DatasetPanel(QWidget):
 
         layout = QVBoxLayout(self)
         layout.addLayout(saved_row)
-        layout.addWidget(self.hint)
+        layout.addLayout(add_row)
         layout.addWidget(self.busy_label)
         layout.addLayout(busy_row)
         layout.addWidget(self.counts)
@@ -158,6 +171,9 @@ class DatasetPanel(QWidget):
                                    f"{info.count} images at {info.resolution} px ({info.mode})",
                                    Qt.ItemDataRole.ToolTipRole)
         self.saved.setCurrentIndex(self.saved.findText(select) if select else -1)
+        # Shown while none is open, as after a new scan: it must not deny the datasets in the list.
+        count = self.saved.count()
+        self.saved.setPlaceholderText(f"Open a saved dataset ({count})" if count else "No saved datasets")
         self._update_buttons()
 
     def open_dataset(self, name: str) -> None:
@@ -227,6 +243,23 @@ class DatasetPanel(QWidget):
 
     # --- import: scan, then prepare -----------------------------------------------------------------------
 
+    def add_folder_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder of images", self._dialog_folder())
+        if folder:
+            self.import_paths([Path(folder)])
+
+    def add_images_dialog(self) -> None:
+        patterns = " ".join(f"*{suffix}" for suffix in sorted(DROP_SUFFIXES))
+        files, _ = QFileDialog.getOpenFileNames(
+            self, "Add images or zips", self._dialog_folder(), f"Images and zips ({patterns});;All files (*)"
+        )
+        if files:
+            self.import_paths([Path(f) for f in files])
+
+    def _dialog_folder(self) -> str:
+        """Where the last import came from: more pictures are often next to the last ones."""
+        return str(self.sources[0].parent if self.sources else Path.home())
+
     def import_paths(self, paths: list[Path]) -> None:
         """Scan dropped folders, zips and images off the GUI thread; nothing is written until Save."""
         if self._work is not None:
@@ -253,7 +286,9 @@ class DatasetPanel(QWidget):
         stem = self.sources[0].stem if len(self.sources) == 1 else "dataset"
         self.name.setText(self.store.unique_name(stem))
         self._show_report("Cancelled: showing what was scanned so far." if report.cancelled else "")
-        self._update_buttons()
+        nothing_but_reasons = not report.images and report.rejected
+        self.tabs.setCurrentWidget(self.rejected if nothing_but_reasons else self.grid)
+        self.refresh()  # no saved dataset is on show now
         self._preview_timer.start()
 
     def prepare(self, name: str | None = None) -> None:
@@ -311,7 +346,13 @@ class DatasetPanel(QWidget):
 
     def _update_buttons(self) -> None:
         idle = self._work is None
-        self.save_button.setEnabled(idle and bool(self.sources) and self._source_images is not None)
+        usable = len(self._source_images) if self._source_images is not None else 0
+        self.save_button.setEnabled(idle and bool(self.sources) and usable > 0)
+        self.save_button.setToolTip(
+            "" if usable or self._source_images is None else "The scan found no usable images to save"
+        )
+        self.add_folder_button.setEnabled(idle)
+        self.add_images_button.setEnabled(idle)
         has_saved = bool(self.saved.currentText())
         self.rename_button.setEnabled(idle and has_saved)
         self.delete_button.setEnabled(idle and has_saved)
@@ -351,8 +392,14 @@ class DatasetPanel(QWidget):
                 f"{counts['duplicates'] + counts['near_duplicates']} duplicate(s) dropped, "
                 f"{counts['small']} small"
             )
-        usable = counts.get("usable", self.grid.model().rowCount())
-        if report and usable < 1000:
+        usable = self.grid.model().rowCount()  # the scan's, or all the saved dataset's
+        if report and not usable and self.dataset is None:
+            why = "The Rejected tab says why." if counts.get("rejected") else "No files were found."
+            parts.append(f"<b>No usable images: there is nothing to save.</b> {why}")
+        elif report and usable < FEW_IMAGES:
+            parts.append(f"<i>Only {usable} image(s): training will mostly learn to repeat them; "
+                         "aim for a few hundred, with augmentation (ADA) on.</i>")
+        elif report and usable < 1000:
             parts.append(f"<i>Only {usable} images: keep augmentation (ADA) on against overfitting.</i>")
         self.counts.setText("<br>".join([heading, *parts] if heading else parts))
 

@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a bundle of defaults (finetune is used with --base)")
     parser.add_argument("--mirror", action="store_true", help="add left-right mirrored copies of the images")
     parser.add_argument("--events", choices=["jsonl"], help="print one JSON event per line instead of a progress bar")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        help="train for about this long instead of --kimg: the run measures its speed over its first seconds, "
+        "then fixes its length in kimg",
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other config option")
     for flag, kind, text in _FLAGS:
         parser.add_argument(flag, type=kind, help=text)
@@ -84,6 +90,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
             values[flag[2:].replace("-", "_")] = value
+    if args.minutes is not None:
+        if args.kimg is not None:
+            raise ConfigError("give the length as --kimg or as --minutes, not both")
+        values["time_budget_s"] = args.minutes * 60
     config = TrainConfig.from_dict({**values, **parse_overrides(args.set)})
     config.validate()
     return config
@@ -120,13 +130,20 @@ class _Output:
         if kind == "started":
             from tqdm import tqdm
 
+            # Without a length yet (a time budget still measuring its speed) the bar counts without a total.
             self.bar = tqdm(total=event["kimg"], initial=event["cur_kimg"], unit="kimg", dynamic_ncols=True)
             print(
-                f"training on {event['device']} · {event['dataset_size']} images at {event['resolution']}px",
+                f"training on {event['device']} · {event['dataset_size']} images at {event['resolution']}px"
+                + (" · measuring its speed first" if event["kimg"] is None else ""),
                 file=sys.stderr,
             )
+        elif kind == "budget" and self.bar is not None:
+            self.bar.total = event["total_kimg"]
+            print(f"\n{event['message']}", file=sys.stderr)
         elif kind == "progress" and self.bar is not None:
-            self.bar.n = event["kimg"]
+            # The last step may pass the total by part of a batch: the bar stops at 100 % (and its ETA at 0).
+            total = self.bar.total
+            self.bar.n = min(event["kimg"], total) if total else event["kimg"]
             losses = " ".join(f"{k}={v:.3f}" for k, v in event["losses"].items() if k in ("G", "D"))
             p = f" p={event['augment_p']:.3f}" if event.get("augment_p") is not None else ""
             self.bar.set_postfix_str(f"{losses}{p} {event['images_per_s']:.1f} img/s")
@@ -145,7 +162,7 @@ class _Output:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training.loop import TrainingError, resume_config, train  # after parsing: --help stays instant
+    from training.loop import TrainingError, error_message, resume_config, train  # after parsing: --help stays instant
     from training.run_dir import RunDir
 
     args = build_parser().parse_args(argv)
@@ -170,10 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         stop_file.unlink(missing_ok=True)  # a request left by the previous session of this run is spent
         result = train(config, output, lambda: stop["requested"] or stop_file.exists(), resume=resume)
     except (ConfigError, TrainingError, ValueError, OSError) as exc:
-        output({"event": "error", "message": str(exc), "kind": type(exc).__name__})
+        output({"event": "error", "message": error_message(exc), "kind": type(exc).__name__})
         return 2
     except Exception as exc:  # the GUI must hear about any failure, never a silent hang
-        output({"event": "error", "message": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
+        output({"event": "error", "message": error_message(exc), "traceback": traceback.format_exc()})
         return 1
     return 0 if result["status"] in ("completed", "stopped") else 1
 

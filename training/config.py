@@ -28,6 +28,10 @@ class TrainConfig:
     out: str
     base: str = "scratch"
     kimg: float = 100.0
+    # Train for about this long instead: the run measures its speed, then sets `kimg` to what fits and records
+    # that speed (so a resumed run keeps the same length).
+    time_budget_s: float | None = None
+    measured_images_per_s: float | None = None
     resolution: int | None = None
     batch: int = 16
     batch_gpu: int | None = None  # micro-batch per device; smaller than batch/ranks means gradient accumulation
@@ -81,6 +85,10 @@ class TrainConfig:
         need(bool(self.data), "--data is required: a folder, zip or prepared dataset")
         need(bool(self.out), "--out is required: the run folder")
         need(self.kimg > 0, f"--kimg must be positive, not {self.kimg}")
+        if self.time_budget_s is not None:
+            need(self.time_budget_s > 0, f"--minutes must be positive, not {self.time_budget_s / 60:g}")
+        if self.measured_images_per_s is not None:
+            need(self.measured_images_per_s > 0, "measured_images_per_s must be positive")
         if self.resolution is not None:
             need(
                 4 <= self.resolution <= 1024 and 2 ** int(math.log2(self.resolution)) == self.resolution,
@@ -112,6 +120,10 @@ class TrainConfig:
         need(self.z_dim >= 1 and self.w_dim >= 1 and self.map_layers >= 1, "z/w sizes and mapping depth must be ≥ 1")
         need(self.channel_base >= 16 and self.channel_max >= 1, "channel base/max too small")
         need(self.progress_interval_s >= 0, "progress_interval_s must be ≥ 0")
+
+    def length_unknown(self) -> bool:
+        """A time budget whose speed is not measured yet: the length in kimg is still to be found."""
+        return self.time_budget_s is not None and self.measured_images_per_s is None
 
     def resolved_r1_gamma(self, resolution: int) -> float:
         return self.r1_gamma if self.r1_gamma is not None else 0.0002 * resolution**2 / self.batch

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -35,7 +36,8 @@ from training.loss import (
     generator_loss,
     lazy_adam_hparams,
 )
-from training.run_dir import RunDir, save_image_grid, to_uint8
+from training.pace import SmoothedRate, SpeedWarmUp
+from training.run_dir import RunDir, RunInUse, save_image_grid, to_uint8
 
 ProgressFn = Callable[[dict[str, Any]], None]
 AbortFn = Callable[[], bool]
@@ -113,6 +115,7 @@ class Trainer:
         self.resume = resume
         self.start_time = time.time()
         self._last_import_event = 0.0
+        self.run_created = False  # the run folder is this run's (not another run's refused), so errors go there
 
     # --- events ---------------------------------------------------------------------------------------
 
@@ -120,7 +123,7 @@ class Trainer:
         if self.rank != 0:
             return
         record = {"event": event, **fields}
-        if event in ("progress", "checkpoint", "samples", "metrics", "finished"):
+        if event in ("progress", "budget", "checkpoint", "samples", "metrics", "finished"):
             self.run.append_stats(record)
         self.progress_fn(record)
 
@@ -152,6 +155,7 @@ class Trainer:
             self.run.create()
             if not self.resume:
                 self.config.dump(self.run.config_path)
+            self.run_created = True
 
         self._on_rank0(create)
 
@@ -296,14 +300,16 @@ class Trainer:
         sampler = InfiniteSampler(len(dataset), cfg.seed, self.rank, self.world, start=step * cfg.batch)
         data_iter = iter(sampler)
         r1_gamma = cfg.resolved_r1_gamma(resolution)
-        total_nimg = int(cfg.kimg * 1000)
+        warm_up = SpeedWarmUp(cfg.time_budget_s, self.start_time, cur_nimg) if cfg.length_unknown() else None
+        total_nimg = None if warm_up else round(cfg.kimg * 1000)
         grid_z = torch.cat([z_from_seed(s, G.z_dim) for s in range(cfg.sample_grid[0] * cfg.sample_grid[1])])
 
         self.emit(
             "started",
             run_dir=str(self.run.root),
             resolution=resolution,
-            kimg=cfg.kimg,
+            kimg=None if warm_up else cfg.kimg,
+            time_budget_s=cfg.time_budget_s,
             cur_kimg=cur_nimg / 1000,
             device=describe(self.device, self.dtype),
             world_size=self.world,
@@ -328,10 +334,10 @@ class Trainer:
         )
         tick_losses: dict[str, list[float]] = {}
         tick_start, tick_nimg, last_emit = time.time(), cur_nimg, 0.0
-        rate = None
+        pace = SmoothedRate()
         status = "completed"
 
-        while cur_nimg < total_nimg:
+        while total_nimg is None or cur_nimg < total_nimg:
             if self.abort_fn():
                 status = "stopped"
                 break
@@ -347,19 +353,23 @@ class Trainer:
                 ada.update(augment.pipe, cfg.batch)
 
             now = time.time()
-            done = cur_nimg >= total_nimg
+            if warm_up is not None and (measured := self._measure(warm_up, cur_nimg, now)) is not None:
+                total_nimg, warm_up = self._fix_length(*measured), None
+            done = total_nimg is not None and cur_nimg >= total_nimg
             if now - last_emit >= cfg.progress_interval_s or done:
-                rate = (cur_nimg - tick_nimg) / max(now - tick_start, 1e-6)
+                seconds = max(now - tick_start, 1e-6)
+                if last_emit:  # the first tick holds the first steps' one-off start-up costs
+                    pace.add(cur_nimg - tick_nimg, seconds)
                 self.emit(
                     "progress",
                     step=step,
                     kimg=cur_nimg / 1000,
-                    total_kimg=cfg.kimg,
+                    total_kimg=None if total_nimg is None else total_nimg / 1000,
                     losses={k: float(np.mean(v)) for k, v in tick_losses.items()},
                     augment_p=augment.p,
                     ada_rt=ada.rt if ada else None,
-                    images_per_s=rate,
-                    eta_s=(total_nimg - cur_nimg) / rate if rate > 0 else None,
+                    images_per_s=(cur_nimg - tick_nimg) / seconds,
+                    eta_s=0.0 if done else None if total_nimg is None else pace.eta_s(total_nimg - cur_nimg),
                     elapsed_s=now - self.start_time,
                 )
                 tick_losses, tick_start, tick_nimg, last_emit = {}, now, cur_nimg, now
@@ -389,6 +399,35 @@ class Trainer:
         }
         self.emit("finished", **result)
         return result
+
+    def _measure(self, warm_up: SpeedWarmUp, cur_nimg: int, now: float) -> tuple[float, int] | None:
+        """Rank 0's measurement, shared with the other ranks (each step of the warm-up only), so every rank
+        fixes the same length at the same step."""
+        measured = warm_up.step(cur_nimg, now) if self.rank == 0 else None
+        if self.world > 1:
+            shared = [measured]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            measured = shared[0]
+        return measured
+
+    def _fix_length(self, images_per_s: float, total_nimg: int) -> int:
+        """The time budget's length, in whole steps, recorded in config.json for a resumed run to keep."""
+        batch = self.config.batch
+        total_nimg = max(-(-total_nimg // batch) * batch, batch)
+        self.config = dataclasses.replace(self.config, kimg=total_nimg / 1000, measured_images_per_s=images_per_s)
+
+        def record() -> None:
+            self.config.dump(self.run.config_path)
+
+        self._on_rank0(record)
+        self.emit(
+            "budget",
+            images_per_s=images_per_s,
+            total_kimg=total_nimg / 1000,
+            time_budget_s=self.config.time_budget_s,
+            message=f"measured {images_per_s:.1f} img/s: this run will train {total_nimg / 1000:g} kimg",
+        )
+        return total_nimg
 
     def _step(
         self, step: int, reals: torch.Tensor, parts: _Parts, micro: int, rounds: int, r1_gamma: float
@@ -594,8 +633,29 @@ def train(
     abort_fn: AbortFn | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
-    """Run (or resume) training; events go to `progress_fn`; `abort_fn()` returning True checkpoints and stops."""
-    return Trainer(config, progress_fn, abort_fn, resume).run_training()
+    """Run (or resume) training; events go to `progress_fn`; `abort_fn()` returning True checkpoints and stops.
+
+    A failure is also recorded in the run's `stats.jsonl` as an `error` event, so the run folder says why."""
+    trainer = Trainer(config, progress_fn, abort_fn, resume)
+    holding = trainer.run.held() if trainer.rank == 0 else contextlib.nullcontext()
+    try:
+        with holding:
+            try:
+                return trainer.run_training()
+            except Exception as exc:
+                if trainer.rank == 0 and trainer.run_created:
+                    record = {"event": "error", "message": error_message(exc), "kind": type(exc).__name__}
+                    trainer.run.append_stats(record)
+                raise
+    except RunInUse as exc:
+        raise TrainingError(str(exc)) from None
+
+
+def error_message(exc: BaseException) -> str:
+    """The text an artist sees for a failure: our own errors as they are, anything else with its type."""
+    if isinstance(exc, (ConfigError, TrainingError, ValueError, OSError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def resume_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
@@ -606,4 +666,4 @@ def resume_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
     return TrainConfig.load(path)
 
 
-__all__ = ["TrainingError", "InfiniteSampler", "train", "resume_config"]
+__all__ = ["TrainingError", "InfiniteSampler", "error_message", "train", "resume_config"]

@@ -4,17 +4,22 @@ A checkpoint is a pair: `network-<nimg>.safetensors` (our model format: G_ema, G
 `network-<nimg>.state.pt` (optimisers, augmentation and RNG state; plain tensors, loads with
 weights_only=True). The state file is written first and the network file last, so a pair whose network
 file exists is complete; a run killed mid-write leaves only `.tmp` files, which are ignored.
+
+While a process trains a run it holds a lock on the folder's `LOCK` file; the system releases it however
+the process ends, so a run that is not locked and did not finish is known to have died.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -40,9 +45,39 @@ class RunDir:
         # A file whose appearance asks the run to checkpoint and exit: how the app stops a run on Windows,
         # which has no SIGTERM, and how anyone can from a shell or a file manager.
         self.stop_path = self.root / "STOP"
+        self.lock_path = self.root / "LOCK"
 
     def request_stop(self) -> None:
         self.stop_path.touch()
+
+    @contextlib.contextmanager
+    def held(self, wait_s: float = 2.0) -> Iterator[None]:
+        """Hold the run's lock while training it; RunInUse if another process holds it. Waits a little
+        first: `in_use()` elsewhere takes the lock for an instant to test it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_path, "a+b") as f:
+            deadline = time.monotonic() + wait_s
+            while not _try_lock(f):
+                if time.monotonic() > deadline:
+                    raise RunInUse(f"another process is training {self.root}; stop it first")
+                time.sleep(0.05)
+            try:
+                yield
+            finally:
+                _unlock(f)
+
+    def in_use(self) -> bool:
+        """Whether a process is training this run now."""
+        if not self.lock_path.exists():
+            return False
+        try:
+            with open(self.lock_path, "a+b") as f:
+                if not _try_lock(f):
+                    return True
+                _unlock(f)
+        except OSError:
+            return False
+        return False
 
     def create(self) -> None:
         for folder in (self.root, self.checkpoints_dir, self.samples_dir):
@@ -90,6 +125,39 @@ class RunDir:
     def append_stats(self, record: dict[str, Any]) -> None:
         with self.stats_path.open("a") as f:
             f.write(json.dumps({"time": time.time(), **record}) + "\n")
+
+
+class RunInUse(RuntimeError):
+    """The run is being trained by another process."""
+
+
+if os.name == "nt":
+    import msvcrt
+
+    def _try_lock(f: IO[bytes]) -> bool:
+        f.seek(0)
+        try:
+            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+    def _unlock(f: IO[bytes]) -> None:
+        f.seek(0)
+        msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _try_lock(f: IO[bytes]) -> bool:
+        try:  # flock, not lockf: two opens in one process exclude each other too
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        return True
+
+    def _unlock(f: IO[bytes]) -> None:
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _fsync_replace(tmp: Path, final: Path) -> None:

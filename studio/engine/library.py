@@ -101,9 +101,13 @@ class ModelLibrary:
 
     # --- changes -----------------------------------------------------------------------------------------
 
-    def import_model(self, path: str | os.PathLike[str], progress: Progress | None = None) -> ModelEntry:
-        """Store a checkpoint in the library; raises `CheckpointError` for a file it cannot load."""
+    def import_model(
+        self, path: str | os.PathLike[str], progress: Progress | None = None, name: str | None = None
+    ) -> ModelEntry:
+        """Store a checkpoint in the library, named `name` (default: the file's name); raises `CheckpointError`
+        for a file it cannot load. A model already in the library keeps its name."""
         path = Path(path)
+        name = (name or "").strip() or path.stem
         report = progress or (lambda done, total, message: None)
         report(0, 4, f"Checking {path.name}")
         detect_format(path)  # a missing, empty or non-checkpoint file fails here, before hashing
@@ -134,12 +138,12 @@ class ModelLibrary:
                 if known := self._find(model_hash=model_hash):  # imported meanwhile by another thread
                     return self._entry(known)
                 os.replace(tmp, stored)
-                record = self._new_record(bundle, model_hash, stored, path.stem, [file_hash])
+                record = self._new_record(bundle, model_hash, stored, name, [file_hash])
                 self._records.append(record)
                 self._write_index()
         finally:
             tmp.unlink(missing_ok=True)
-        report(4, 4, f"Imported {path.stem}")
+        report(4, 4, f"Imported {name}")
         return self._entry(record)
 
     def rename(self, model_id: str, name: str) -> ModelEntry:

@@ -3,12 +3,14 @@
 The GUI starts `python -m training … --events jsonl` (the command headless users run) and only reads the
 events it prints; afterwards the run folder (`config.json`, `stats.jsonl`, samples, checkpoints — see
 `training/run_dir.py`) is all there is. A run without a `finished` event was interrupted (killed, crashed,
-power cut) and can be resumed from its last checkpoint, as can one stopped on purpose.
+power cut) and can be resumed from its last checkpoint, as can one stopped on purpose; one that ended with an
+`error` event, or died before its first checkpoint, failed, and says why.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Mapping
@@ -25,18 +27,22 @@ __all__ = [
     "ConfigError",
     "EventReader",
     "RunInfo",
+    "format_kimg",
     "list_runs",
     "new_run_dir",
     "read_run",
     "request_stop",
     "resume_command",
     "runs_root",
+    "snapshot_name",
     "train_command",
     "validate_options",
 ]
 
-# Run lengths in thousands of images shown to D: a first look, a usable fine-tune, a polished one.
-PRESETS: dict[str, float] = {"Quick sketch": 20.0, "Balanced": 100.0, "Best quality": 500.0}
+# Run lengths as time on this machine (seconds): a first look, a usable fine-tune, a polished one. The run
+# measures its speed and turns the time into kimg (`time_budget_s` in training/config.py).
+PRESETS: dict[str, float] = {"About 10 minutes": 600.0, "About an hour": 3600.0, "Overnight (8 h)": 8 * 3600.0}
+DIED_EARLY = "the training process ended before its first checkpoint (killed, crashed or out of memory)"
 _FIXED_FLAGS = {"data": "--data", "out": "--out", "base": "--base"}
 
 
@@ -55,6 +61,19 @@ def new_run_dir(label: str, root: Path | None = None) -> Path:
     while path.exists():
         path, n = root / f"{stem}-{n}", n + 1
     return path
+
+
+def format_kimg(kimg: float) -> str:
+    """Three significant digits, never in scientific notation: 0.16, 4.01, 56.9, 1234."""
+    if kimg <= 0:
+        return "0"
+    decimals = max(0, 2 - math.floor(math.log10(kimg)))
+    return f"{kimg:.{decimals}f}".rstrip("0").rstrip(".") if decimals else f"{kimg:.0f}"
+
+
+def snapshot_name(run_dir: Path, kimg: float) -> str:
+    """How a run's checkpoint is named in the library: the run and how far it had trained."""
+    return f"{Path(run_dir).name} · {format_kimg(kimg)} kimg"
 
 
 def validate_options(options: Mapping[str, Any]) -> TrainConfig:
@@ -136,6 +155,7 @@ class RunInfo:
     path: Path
     config: dict[str, Any]
     events: list[dict[str, Any]] = field(default_factory=list)  # progress, samples, checkpoint, finished…
+    active: bool = False  # a process is training it now (it holds the run's lock)
 
     @property
     def name(self) -> str:
@@ -143,17 +163,35 @@ class RunInfo:
 
     @property
     def status(self) -> str:
-        """completed, stopped (paused on purpose) or interrupted (killed or crashed: its last record is not a
-        `finished` event; a resumed run appends after its earlier one)."""
+        """running, completed, stopped (paused on purpose), failed (an `error` event, or it died before its first
+        checkpoint) or interrupted (killed or crashed after a checkpoint: its last record is not a `finished`
+        event; a resumed run appends after its earlier one)."""
+        if self.active:
+            return "running"
         last = self.events[-1] if self.events else {}
-        return str(last.get("status", "interrupted")) if last.get("event") == "finished" else "interrupted"
+        if last.get("event") == "finished":
+            return str(last.get("status", "interrupted"))
+        if last.get("event") == "error" or not self.checkpoints():
+            return "failed"
+        return "interrupted"
+
+    @property
+    def error(self) -> str | None:
+        """Why a failed run failed."""
+        if self.status != "failed":
+            return None
+        last = self.events[-1] if self.events else {}
+        return str(last.get("message", "unknown error")) if last.get("event") == "error" else DIED_EARLY
 
     @property
     def kimg(self) -> float:
         return max((float(e.get("kimg", 0)) for e in self.events if "kimg" in e), default=0.0)
 
     @property
-    def total_kimg(self) -> float:
+    def total_kimg(self) -> float | None:
+        """The run's length; None while a time budget has not measured its speed yet."""
+        if self.config.get("time_budget_s") is not None and self.config.get("measured_images_per_s") is None:
+            return None
         return float(self.config.get("kimg", 0))
 
     def checkpoints(self) -> list[tuple[float, Path]]:
@@ -167,7 +205,7 @@ class RunInfo:
 
     @property
     def resumable(self) -> bool:
-        return self.status != "completed" and bool(self.checkpoints())
+        return self.status not in ("completed", "running") and bool(self.checkpoints())
 
 
 def read_run(path: Path) -> RunInfo:
@@ -186,7 +224,7 @@ def read_run(path: Path) -> RunInfo:
                 continue
             if isinstance(event, dict):
                 events.append(event)
-    return RunInfo(Path(path), config, events)
+    return RunInfo(Path(path), config, events, active=run.in_use())
 
 
 def list_runs(root: Path | None = None) -> list[RunInfo]:

@@ -96,7 +96,7 @@ _SHOT_RESOLUTION = 32
 # A network small enough to show a live run within seconds on a CPU.
 _TINY_RUN = {
     "channel_base": 256, "channel_max": 32, "z_dim": 32, "w_dim": 32, "map_layers": 2, "batch": 8,
-    "kimg": 1.0, "sample_kimg": 0.04, "snap_kimg": 0.1, "progress_interval_s": 0.25,
+    "kimg": 1.0, "time_budget_s": None, "sample_kimg": 0.04, "snap_kimg": 0.1, "progress_interval_s": 0.25,
     "metrics_kimg": 0.08, "metrics_n": 40,
 }
 

@@ -87,6 +87,7 @@ class MainWindow(QMainWindow):
         self.train_panel = TrainPanel(self.controller, self.dataset_panel.store)
         self.dataset_panel.datasets_changed.connect(self.train_panel.refresh_datasets)
         self.train_panel.library_changed.connect(self.models_panel.refresh)
+        self.models_panel.library_changed.connect(self.train_panel.refresh_bases)
         self.train_panel.open_checkpoint.connect(self._open_checkpoint)
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("Models", self.models_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
@@ -257,6 +258,7 @@ class MainWindow(QMainWindow):
             entries = {entry.id: entry for entry in self.library.entries()}
             entry = entries.get(last) or bundled or next(reversed(entries.values()), None)
             self.models_panel.refresh()
+            self.models_panel.library_changed.emit()  # the bundled model may have just been registered
             if entry is not None and self.controller.entry is None and not self.controller.loading:
                 self.controller.open_model(entry)
 
@@ -307,9 +309,9 @@ class MainWindow(QMainWindow):
         self.docks["Dataset"].show()
         self.docks["Dataset"].raise_()
 
-    def _open_checkpoint(self, path: Path) -> None:
+    def _open_checkpoint(self, path: Path, name: str) -> None:
         """A training snapshot goes through the library like any model, then opens in Explore."""
-        self.models_panel.import_files([path])
+        self.models_panel.import_files([path], [name])
         self.docks["Explore"].raise_()
 
     def restore_recipe(self, path: Path) -> None:

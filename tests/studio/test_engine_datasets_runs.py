@@ -12,8 +12,18 @@ from PIL import Image
 
 from studio.cli import main as studio_main
 from studio.engine.datasets import DatasetError, DatasetStore, PreparedImages, SourceImages, scan_sources
-from studio.engine.runs import ConfigError, EventReader, list_runs, read_run, resume_command, train_command
+from studio.engine.runs import (
+    ConfigError,
+    EventReader,
+    format_kimg,
+    list_runs,
+    read_run,
+    resume_command,
+    snapshot_name,
+    train_command,
+)
 from training.cli import build_parser, config_from_args
+from training.run_dir import RunDir
 
 
 def images(folder: Path, n: int = 5, size: tuple[int, int] = (48, 32)) -> Path:
@@ -133,24 +143,44 @@ def test_event_reader_splits_partial_lines_and_keeps_stray_output():
 
 
 def test_runs_are_listed_with_their_status(tmp_path):
-    def run(name: str, *events: dict) -> Path:
+    def run(name: str, *events: dict, checkpoint: bool = False, **config) -> Path:
         folder = tmp_path / name
         (folder / "checkpoints").mkdir(parents=True)
-        (folder / "config.json").write_text(json.dumps({"kimg": 1.0}))
+        (folder / "config.json").write_text(json.dumps({"kimg": 1.0, **config}))
         (folder / "stats.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events) + '{"event": "prog')
+        if checkpoint:
+            (folder / "checkpoints" / "network-000000200.safetensors").write_bytes(b"x")
+            (folder / "checkpoints" / "network-000000200.state.pt").write_bytes(b"x")
         return folder
 
     progress = {"event": "progress", "kimg": 0.2}
-    run("a-done", progress, {"event": "finished", "status": "completed", "kimg": 1.0})
-    stopped = run("b-paused", progress, {"event": "finished", "status": "stopped", "kimg": 0.2})
-    (stopped / "checkpoints" / "network-000000200.safetensors").write_bytes(b"x")
-    (stopped / "checkpoints" / "network-000000200.state.pt").write_bytes(b"x")
     paused = {"event": "finished", "status": "stopped", "kimg": 0.2}
-    run("c-killed", progress, paused, {**progress, "kimg": 0.4})  # resumed after a pause, then killed
+    run("a-done", progress, {"event": "finished", "status": "completed", "kimg": 1.0})
+    stopped = run("b-paused", progress, paused, checkpoint=True)
+    run("c-killed", progress, paused, {**progress, "kimg": 0.4}, checkpoint=True)  # resumed after a pause, killed
+    run("d-error", progress, {"event": "error", "message": "the dataset /x does not exist"}, checkpoint=True)
+    run("e-died-early", progress)  # killed before its first checkpoint
+    training = run("f-training", progress, time_budget_s=600)  # a process holds its lock: it runs
     (tmp_path / "not-a-run").mkdir()
-    runs = list_runs(tmp_path)
-    assert [(r.name, r.status) for r in runs] == [
-        ("c-killed", "interrupted"), ("b-paused", "stopped"), ("a-done", "completed")
-    ]
-    assert runs[0].kimg == 0.4 and not runs[0].resumable  # interrupted, but no checkpoint to resume from
+    with RunDir(training).held():
+        runs = {r.name: r for r in list_runs(tmp_path)}
+        assert list(runs) == ["f-training", "e-died-early", "d-error", "c-killed", "b-paused", "a-done"]
+        assert runs["f-training"].status == "running" and not runs["f-training"].resumable
+        assert runs["f-training"].total_kimg is None  # its time budget has not measured its speed yet
+    assert read_run(training).status == "failed"  # its process gone without a checkpoint
+    assert {name: r.status for name, r in runs.items() if name != "f-training"} == {
+        "e-died-early": "failed", "d-error": "failed", "c-killed": "interrupted", "b-paused": "stopped",
+        "a-done": "completed",
+    }
+    assert runs["d-error"].error == "the dataset /x does not exist" and runs["d-error"].resumable
+    assert "before its first checkpoint" in runs["e-died-early"].error and not runs["e-died-early"].resumable
+    assert runs["c-killed"].kimg == 0.4 and runs["c-killed"].resumable and runs["c-killed"].error is None
     assert read_run(stopped).resumable and read_run(stopped).checkpoints()[0][0] == 0.2
+    assert runs["a-done"].total_kimg == 1.0 and not runs["a-done"].resumable
+
+
+def test_snapshots_are_named_by_run_and_kimg(tmp_path):
+    assert [format_kimg(k) for k in (0.16, 0.04, 4.008, 56.9, 100.0, 1234.5, 0)] == [
+        "0.16", "0.04", "4.01", "56.9", "100", "1234", "0"
+    ]
+    assert snapshot_name(tmp_path / "20260101-120000-faces", 0.16) == "20260101-120000-faces · 0.16 kimg"

@@ -39,7 +39,7 @@ def test_importing_the_same_file_twice_returns_the_existing_entry(model_file: Pa
     first = library.import_model(model_file)
     copy = shutil.copy(model_file, tmp_path / "renamed copy.safetensors")
     assert library.import_model(copy) == first
-    assert library.import_model(first.path) == first  # the stored file itself
+    assert library.import_model(first.path, name="another name") == first  # the stored file; its name stays
     bundle = load_checkpoint(model_file)
     bundle.meta.source_name = "resaved.safetensors"
     resaved = tmp_path / "resaved.safetensors"
@@ -53,8 +53,9 @@ def test_importing_the_same_file_twice_returns_the_existing_entry(model_file: Pa
 def test_different_models_are_kept_apart_and_sorted_by_date(model_file: Path, tmp_path: Path):
     library = ModelLibrary(tmp_path / "lib")
     a = library.import_model(model_file)
-    b = library.import_model(make_random_model(tmp_path / "other.safetensors", seed=1))
+    b = library.import_model(make_random_model(tmp_path / "other.safetensors", seed=1), name=" faces · 4.01 kimg ")
     assert a.id != b.id and [e.id for e in library.entries()] == [a.id, b.id]
+    assert (a.name, b.name) == ("tiny", "faces · 4.01 kimg")  # the file's name unless named on import
     reopened = ModelLibrary(tmp_path / "lib")
     assert reopened.entries() == library.entries()
 

@@ -4,6 +4,7 @@ stays responsive, and resuming it from the past-runs list."""
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -14,7 +15,9 @@ from PIL import Image
 from PySide6.QtCore import QTimer
 
 from studio.engine.datasets import DatasetStore
-from studio.engine.runs import read_run, train_command
+from studio.engine.runs import PRESETS, read_run, train_command
+from studio.engine.selftest import make_random_model
+from studio.ui.panels.train import CUSTOM_LENGTH, SCRATCH
 from tests.studio.ui_support import settle
 from training.cli import build_parser, config_from_args
 
@@ -22,8 +25,8 @@ RUN_MS = 90_000
 # A 16 px network small enough for seconds of CPU, written like the advanced options would be.
 TINY = {
     "channel_base": 256, "channel_max": 32, "z_dim": 32, "w_dim": 32, "map_layers": 2, "batch": 8,
-    "kimg": 2.0, "sample_kimg": 0.04, "snap_kimg": 0.04, "progress_interval_s": 0.2, "device": "cpu",
-    "precision": "fp32", "metrics_kimg": 0.0,
+    "kimg": 2.0, "time_budget_s": None, "sample_kimg": 0.04, "snap_kimg": 0.04, "progress_interval_s": 0.2,
+    "device": "cpu", "precision": "fp32", "metrics_kimg": 0.0,
 }
 
 
@@ -122,14 +125,15 @@ def test_run_live_samples_curves_stop_explore_resume_and_kill(qtbot, window, tmp
 
     # Meanwhile the stopped run's checkpoint opens in Explore through the library, like any model.
     assert panel.checkpoint.count() >= 1
-    panel.open_selected_checkpoint()
-    qtbot.waitUntil(lambda: opened(window).startswith("network-") and bool(window.controller.directions),
-                    timeout=RUN_MS)
+    panel.open_selected_checkpoint()  # named after its run and kimg, not its file
+    label = f"{panel.run_dir.name} · {panel.checkpoint.currentText()}"
+    assert re.fullmatch(r".+-blobs · \d+(\.\d+)? kimg", label) and panel.selected_snapshot_name() == label
+    qtbot.waitUntil(lambda: opened(window) == label and bool(window.controller.directions), timeout=RUN_MS)
     settle(qtbot, window)
     assert window.controller.entry.meta["resolution"] == 16
-    panel.add_selected_checkpoint()  # and is named after its run and kimg in the library
-    label = f"{panel.run_dir.name} · {panel.checkpoint.currentText()}"
-    qtbot.waitUntil(lambda: label in window.models_panel.names(), timeout=RUN_MS)
+    panel.add_selected_checkpoint()  # already in the library from Explore: the same entry, the same name
+    qtbot.waitUntil(lambda: "Added “" + label in window.messages.text(), timeout=RUN_MS)
+    assert window.models_panel.names().count(label) == 1
 
     # Killed: the panel reports it, the app stays responsive, the past-runs list offers to resume.
     assert panel.running() and panel.events[-1]["event"] != "finished"
@@ -151,6 +155,69 @@ def test_run_live_samples_curves_stop_explore_resume_and_kill(qtbot, window, tmp
     reopened.show_run(reopened.runs.itemData(0))
     assert len(reopened.samples()) >= 2 and reopened.losses.points() >= 4 and reopened.fd.points() >= 1
     assert reopened.resume_button.isEnabled()
+
+
+def test_a_fresh_profile_starts_from_the_open_model_once_a_dataset_is_saved(
+    qtbot, empty_home, tiny_model, make_window, monkeypatch, tmp_path
+):
+    """First start: the bundled model is registered and opened after the panel is built; saving the first
+    dataset enables Start; the base follows Explore's model until the artist picks one."""
+    monkeypatch.setattr("studio.engine.library.bundled_model_path", lambda: tiny_model)
+    window = make_window()
+    panel = window.train_panel
+    qtbot.waitUntil(lambda: window.controller.entry is not None, timeout=RUN_MS)
+    settle(qtbot, window)
+    bundled = window.controller.entry
+    assert bundled.bundled and panel.base.currentData() == bundled.id and panel.base.currentText() != "From scratch"
+    assert not panel.start_button.isEnabled() and panel.dataset.count() == 0
+
+    name = blobs(window, tmp_path)  # the first dataset saved: Start, without restarting
+    assert panel.dataset.currentText() == name and panel.start_button.isEnabled()
+
+    window.models_panel.import_files([make_random_model(tmp_path / "other.safetensors", seed=1)])
+    qtbot.waitUntil(lambda: opened(window) == "other", timeout=RUN_MS)
+    other = window.controller.entry
+    assert panel.base.currentData() == other.id  # following the model open in Explore
+    window.controller.close_model()
+    assert panel.base.currentData() == bundled.id  # none open: the bundled model
+
+    panel.base.setCurrentIndex(panel.base.findData(SCRATCH))  # the artist's own pick stays
+    window.controller.open_model(other)
+    qtbot.waitUntil(lambda: opened(window) == "other", timeout=RUN_MS)
+    settle(qtbot, window)
+    assert panel.base.currentData() == SCRATCH and panel.lr.value() == 0.0025
+    assert panel.start_button.isEnabled()
+
+
+def test_a_failed_run_is_listed_with_its_error(qtbot, window, tmp_path, make_window):
+    panel = window.train_panel
+    name = blobs(window, tmp_path)
+    start_tiny(panel, name, data=str(tmp_path / "moved away"))
+    qtbot.waitUntil(lambda: not panel.running(), timeout=RUN_MS)
+    assert "does not exist" in panel.failure
+    run = panel.runs.currentData()  # the folder stays, and says why
+    assert run.path == panel.run_dir and run.status == "failed" and "moved away" in run.error
+    assert panel.runs.currentText().endswith("failed") and not panel.resume_button.isEnabled()
+    reopened = make_window().train_panel  # the app reopened: selecting the run shows why it failed
+    assert reopened.runs.itemData(0).path == run.path and reopened.runs.itemText(0).endswith("failed")
+    reopened.show_run(reopened.runs.itemData(0))
+    assert reopened.status.text().startswith(f"{run.name} failed at 0 kimg: the dataset")
+    assert "moved away" in reopened.status.text()
+
+
+def test_a_time_budget_shows_measuring_then_its_length(qtbot, window):
+    panel = window.train_panel
+    progress = {"event": "progress", "step": 3, "kimg": 0.024, "total_kimg": None, "losses": {"G": 1.0, "D": 0.5},
+                "images_per_s": 30.0, "eta_s": None}
+    panel.handle_event({"event": "started", "kimg": None, "device": "CPU", "dataset_size": 24, "resolution": 16})
+    assert "measuring its speed" in panel.status.text()
+    panel.handle_event(progress)
+    assert "measuring speed…" in panel.status.text() and panel.bar.text() == "Measuring speed…"
+    panel.handle_event({"event": "budget", "images_per_s": 31.5, "total_kimg": 18.9, "time_budget_s": 600})
+    assert "31.5 images per second" in window.messages.text() and "18.9 kimg" in window.messages.text()
+    panel.handle_event({**progress, "kimg": 9.45, "total_kimg": 18.9, "eta_s": 300.0})
+    assert "9.45 / 18.9 kimg" in panel.status.text() and "ETA 5 min 00 s" in panel.status.text()
+    assert panel.bar.value() == 500 and panel.bar.text() == "50 %"
 
 
 def test_error_event_and_exit_code_are_shown(qtbot, window):
@@ -184,7 +251,13 @@ def test_advanced_options_reach_the_training_command(qtbot, window, tmp_path):
     panel.select(base=window.controller.entry.id, dataset=name)
     panel.advanced_toggle.click()
     assert panel.advanced.isVisible() and panel.lr.value() == 0.002  # the fine-tuning preset's rate
+    assert [panel.preset.itemText(i) for i in range(panel.preset.count())][:3] == list(PRESETS)
+    assert panel.build_options()["time_budget_s"] == 3600  # about an hour, measured on this machine
     panel.preset.setCurrentIndex(0)
+    assert panel.build_options()["time_budget_s"] == 600 and "kimg" not in panel.build_options()
+    panel.preset.setCurrentIndex(panel.preset.findData(CUSTOM_LENGTH))  # a length in kimg, in Advanced
+    assert panel.custom_kimg.isEnabled() and panel.advanced_toggle.isChecked()
+    panel.custom_kimg.setValue(20)
     panel.lr.setValue(0.001)
     panel.batch.setValue(4)
     panel.aug.setCurrentIndex(panel.aug.findData("diffaug"))
@@ -195,7 +268,7 @@ def test_advanced_options_reach_the_training_command(qtbot, window, tmp_path):
     panel.quality_every.setValue(5)
     command = train_command(panel.build_options())
     config = config_from_args(build_parser().parse_args(command[3:]))
-    assert (config.kimg, config.g_lr, config.d_lr) == (20.0, 0.001, 0.001)
+    assert (config.kimg, config.g_lr, config.d_lr, config.time_budget_s) == (20.0, 0.001, 0.001, None)
     assert (config.batch, config.aug) == (4, "diffaug")
     assert (config.freeze_d, config.r1_gamma, config.precision, config.device) == (2, 0.5, "fp32", "cpu")
     assert config.base == str(window.controller.entry.path) and config.metrics_kimg == 5

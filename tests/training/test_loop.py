@@ -16,6 +16,7 @@ import torch
 from models.checkpoints import load_checkpoint
 from models.seeds import z_from_seed
 from tests.training.conftest import TINY
+from training.cli import _Output, build_parser, config_from_args
 from training.config import ConfigError, TrainConfig
 from training.loop import InfiniteSampler, train
 from training.run_dir import RunDir, to_uint8
@@ -83,6 +84,7 @@ def render_seeds(G, n: int) -> np.ndarray:
         ("g_lr", 2.0, "--g-lr"),
         ("crop", "zoom", "--crop"),
         ("precision", "fp8", "--precision"),
+        ("time_budget_s", 0, "--minutes"),
     ],
 )
 def test_bad_options_are_named(tmp_path, option, value, message):
@@ -252,6 +254,74 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, discs_folder):
     assert a.augment_p == b.augment_p
 
 
+def test_a_time_budget_measures_the_speed_then_trains_what_fits(tmp_path, discs_folder):
+    budget = 10.0
+    config = tiny_config(discs_folder, tmp_path / "run", time_budget_s=budget, snap_kimg=1, sample_kimg=1,
+                         progress_interval_s=0.2)
+    events: list[dict] = []
+    result = train(config, events.append)
+    kinds = [e["event"] for e in events]
+    measured = events[kinds.index("budget")]
+    before, after = events[: kinds.index("budget")], events[kinds.index("budget") + 1 :]
+    assert next(e for e in before if e["event"] == "started")["kimg"] is None  # no length until measured
+    assert all(e["total_kimg"] is None and e["eta_s"] is None for e in before if e["event"] == "progress")
+    total = measured["total_kimg"]
+    assert all(e["total_kimg"] == total and e["eta_s"] >= 0 for e in after if e["event"] == "progress")
+    assert "this run will train" in measured["message"] and measured["time_budget_s"] == budget
+    # The length is what the measured speed fits into the budget left after start-up and the warm-up.
+    speed, started_at = measured["images_per_s"], before[-1]["elapsed_s"]
+    assert speed > 0 and total * 1000 == pytest.approx(speed * budget, rel=0.6)
+    assert total * 1000 <= speed * budget + config.batch
+    assert result["status"] == "completed" and result["kimg"] == total and total * 1000 % config.batch == 0
+    assert 0 < started_at < result["elapsed_s"]
+    assert budget * 0.6 < result["elapsed_s"] < budget * 1.8, result  # it ends near its budget
+    saved = json.loads(RunDir(config.out).config_path.read_text())
+    assert (saved["kimg"], saved["measured_images_per_s"], saved["time_budget_s"]) == (total, speed, budget)
+
+
+def test_a_resumed_time_budget_run_keeps_its_measured_length(tmp_path, discs_folder):
+    config = tiny_config(discs_folder, tmp_path / "run", time_budget_s=6.0, snap_kimg=1, sample_kimg=1)
+    events: list[dict] = []
+    steps_after = {"n": 0}
+
+    def stop_soon_after_measuring() -> bool:
+        steps_after["n"] += any(e["event"] == "budget" for e in events)
+        return steps_after["n"] > 2
+
+    first = train(config, events.append, stop_soon_after_measuring)
+    total = next(e for e in events if e["event"] == "budget")["total_kimg"]
+    assert first["status"] == "stopped" and first["kimg"] < total
+    resumed: list[dict] = []
+    second = train(TrainConfig.load(RunDir(config.out).config_path), resumed.append, resume=True)
+    assert next(e for e in resumed if e["event"] == "started")["kimg"] == total
+    assert not any(e["event"] == "budget" for e in resumed)  # measured once: the length stays
+    assert second["status"] == "completed" and second["kimg"] == total
+
+
+def test_the_last_step_passing_the_total_shows_100_percent_and_no_negative_eta(tmp_path, discs_folder, capsys):
+    config = tiny_config(discs_folder, tmp_path / "run", kimg=0.02, progress_interval_s=0)  # 3 steps of 8 images
+    events: list[dict] = []
+    train(config, events.append)
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress[-1]["kimg"] == 0.024 and progress[-1]["total_kimg"] == 0.02  # 4 images past the total
+    assert all(e["eta_s"] is None or e["eta_s"] >= 0 for e in progress) and progress[-1]["eta_s"] == 0
+    output = _Output(jsonl=False)  # the terminal's tqdm bar
+    for event in events:
+        output(event)
+        if event["event"] == "progress":
+            bar = output.bar.format_dict
+            assert bar["n"] <= bar["total"] == 0.02
+    assert "100%" in capsys.readouterr().err
+
+
+def test_cli_length_in_minutes(tmp_path):
+    args = ["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--minutes", "10"]
+    config = config_from_args(build_parser().parse_args(args))
+    assert config.time_budget_s == 600 and config.length_unknown()
+    with pytest.raises(ConfigError, match="--kimg or as --minutes"):
+        config_from_args(build_parser().parse_args([*args, "--kimg", "5"]))
+
+
 def test_cli_sigkill_then_resume_continues_from_the_checkpoint(tmp_path, discs_folder):
     out = tmp_path / "run"
     proc = subprocess.Popen(
@@ -338,6 +408,8 @@ def test_cli_reports_errors_as_events(tmp_path):
     assert done.returncode != 0
     error = events_of(done.stdout)[-1]
     assert error["event"] == "error" and "missing" in error["message"]
+    recorded = [json.loads(line) for line in RunDir(tmp_path / "run").stats_path.open()]
+    assert recorded[-1]["event"] == "error" and recorded[-1]["message"] == error["message"]  # the folder says why
 
 
 def torchrun(args: list[str], port: int, timeout: float) -> subprocess.CompletedProcess:

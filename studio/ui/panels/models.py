@@ -30,6 +30,7 @@ ENTRY_ID = Qt.ItemDataRole.UserRole
 
 class ModelsPanel(QWidget):
     import_requested = Signal()  # the window owns the file dialog (the panel may float in its own window)
+    library_changed = Signal()  # a model was imported, renamed or deleted (the Train panel lists them)
 
     def __init__(self, controller: StudioController, parent: QWidget | None = None):
         super().__init__(parent)
@@ -149,13 +150,14 @@ class ModelsPanel(QWidget):
 
     # --- actions ----------------------------------------------------------------------------------------
 
-    def import_files(self, paths: list[Path]) -> None:
-        """Import off the GUI thread, one after another; each refusal shows the importer's own message."""
-        for path in paths:
+    def import_files(self, paths: list[Path], names: list[str] | None = None) -> None:
+        """Import off the GUI thread, one after another, named `names` (default: the files' names); each
+        refusal shows the importer's own message."""
+        for path, name in zip(paths, names or [None] * len(paths), strict=True):
             self._pending += 1
             self._set_busy(f"Importing {path.name}…")
             self._imports.start(
-                lambda task, path=path: self.library.import_model(path, progress=task.progress),
+                lambda task, path=path, name=name: self.library.import_model(path, task.progress, name),
                 on_finished=self._imported,
                 on_failed=self._import_failed,
                 on_progress=lambda done, total, message: self._set_busy(message or None, done, total),
@@ -164,6 +166,7 @@ class ModelsPanel(QWidget):
     def _imported(self, entry: ModelEntry) -> None:
         self._import_ended()
         self.refresh(select_id=entry.id)
+        self.library_changed.emit()
         self.controller.message.emit("info", f"Imported “{entry.name}” into your library.")
         self.controller.open_model(entry)
 
@@ -208,6 +211,7 @@ class ModelsPanel(QWidget):
             self.controller.entry = self.library.get(entry_id)
             self.controller.model_changed.emit()
         self.refresh(select_id=entry_id)
+        self.library_changed.emit()
 
     def delete_selected(self) -> None:
         entry = self.selected_entry()
@@ -231,6 +235,7 @@ class ModelsPanel(QWidget):
         if self.controller.entry is not None and self.controller.entry.id == entry_id:
             self.controller.close_model()
         self.refresh()
+        self.library_changed.emit()
 
     def reveal_selected(self) -> None:
         entry = self.selected_entry()

@@ -39,11 +39,13 @@ from studio.engine.runs import (
     ConfigError,
     EventReader,
     RunInfo,
+    format_kimg,
     list_runs,
     new_run_dir,
     read_run,
     request_stop,
     resume_command,
+    snapshot_name,
     train_command,
 )
 from studio.ui.controller import StudioController
@@ -51,10 +53,12 @@ from studio.ui.widgets.charts import LineChart
 from studio.ui.workers import TaskRunner
 
 SCRATCH = "scratch"
+CUSTOM_LENGTH = "custom"  # the Length choice that takes kimg from Advanced instead of a time budget
 SMALL_DATASET = 1000
 LEAKING_P = 0.8
 RESOLUTION_RATIO = 2  # base and dataset this many times apart: the dataset gets resampled a lot
 STDERR_TAIL = 4000
+RUN_LABELS = {"stopped": "paused"}  # run statuses as the past-runs list words them, where they differ
 
 
 def duration(seconds: float | None) -> str:
@@ -67,7 +71,7 @@ def duration(seconds: float | None) -> str:
 
 
 class TrainPanel(QWidget):
-    open_checkpoint = Signal(object)  # Path of a network file to import and open in Explore
+    open_checkpoint = Signal(object, str)  # Path of a network file to import and open in Explore, and its name
     library_changed = Signal()
 
     def __init__(self, controller: StudioController, datasets: DatasetStore, parent: QWidget | None = None):
@@ -92,6 +96,8 @@ class TrainPanel(QWidget):
         self._checkpoints: list[tuple[float, Path]] = []
         self._choice_notes: list[str] = []  # warnings about the choices, until a run starts
         self._run_notes: list[str] = []  # warnings of the run on show (its own, and augment p)
+        self._base_pick: str | None = None  # the base the artist chose; until then it follows Explore's model
+        self._scratch_rates: bool | None = None  # whether the learning rate shown is the from-scratch one
         self.sample_image = QImage()
 
         # The content scrolls when the dock is shorter than it needs (a wrapped warning, four charts), instead
@@ -125,14 +131,22 @@ class TrainPanel(QWidget):
 
     def _setup_box(self) -> QGroupBox:
         self.base = QComboBox()
-        self.base.currentIndexChanged.connect(lambda _i: self._base_changed())
+        self.base.currentIndexChanged.connect(lambda _i: self._base_picked())
         self.dataset = QComboBox()
         self.dataset.setPlaceholderText("Save a dataset in the Dataset panel first")
-        self.dataset.currentIndexChanged.connect(lambda _i: self.update_warnings())
+        self.dataset.currentIndexChanged.connect(lambda _i: self._choices_changed())
         self.preset = QComboBox()
-        for name, kimg in PRESETS.items():
-            self.preset.addItem(f"{name} ({kimg:g} kimg)", kimg)
+        for name, seconds in PRESETS.items():
+            self.preset.addItem(name, seconds)
+        self.preset.addItem("Custom (kimg, in Advanced)", CUSTOM_LENGTH)
         self.preset.setCurrentIndex(1)
+        self.preset.setToolTip(
+            "Time on this machine: the run measures its speed over its first seconds, then fixes its length in "
+            "kimg (thousands of images shown to the discriminator)"
+        )
+        self.preset.currentIndexChanged.connect(lambda _i: self._length_changed())
+        self.custom_kimg = QDoubleSpinBox(decimals=1, minimum=0.1, maximum=100_000, value=100, suffix=" kimg")
+        self.custom_kimg.setEnabled(False)
         self.advanced_toggle = QToolButton(text="Advanced", checkable=True)
         self.advanced_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.advanced_toggle.setArrowType(Qt.ArrowType.RightArrow)
@@ -162,6 +176,7 @@ class TrainPanel(QWidget):
         form = QFormLayout(self.advanced)
         form.setContentsMargins(12, 0, 0, 0)
         for label, widget in (
+            ("Custom length", self.custom_kimg),
             ("Learning rate", self.lr), ("Batch", self.batch), ("Augmentation", self.aug),
             ("ADA target", self.ada_target), ("Freeze D blocks", self.freeze_d), ("R1 gamma", self.r1_gamma),
             ("Quality check every", self.quality_every), ("Precision", self.precision), ("Device", self.device),
@@ -268,18 +283,20 @@ class TrainPanel(QWidget):
     # --- choices ----------------------------------------------------------------------------------------
 
     def refresh_bases(self) -> None:
-        """The library's models and "from scratch"; the bundled model is the default when there is one."""
-        chosen = self.base.currentData()
+        """The library's models and "from scratch". The base is the one the artist picked; until they pick one,
+        it follows the model open in Explore (else the bundled model)."""
         self.base.blockSignals(True)
         self.base.clear()
         entries = self.library.entries()
         for entry in entries:
             self.base.addItem(f"{entry.name} ({entry.meta.get('resolution', '?')} px)", entry.id)
         self.base.addItem("From scratch", SCRATCH)
+        if self.base.findData(self._base_pick) < 0:
+            self._base_pick = None  # the picked model left the library
+        opened = self.controller.entry.id if self.controller.entry is not None else None
         bundled = next((e.id for e in entries if e.bundled), None)
-        current = self.controller.entry.id if self.controller.entry is not None else None
-        index = self.base.findData(chosen or bundled or current or SCRATCH)
-        self.base.setCurrentIndex(max(index, 0))
+        candidates = (self._base_pick, opened, bundled, SCRATCH)
+        self.base.setCurrentIndex(next(i for i in map(self.base.findData, candidates) if i >= 0))
         self.base.blockSignals(False)
         self._base_changed()
 
@@ -292,7 +309,7 @@ class TrainPanel(QWidget):
         index = self.dataset.findText(chosen)
         self.dataset.setCurrentIndex(index if index >= 0 else self.dataset.count() - 1)
         self.dataset.blockSignals(False)
-        self.update_warnings()
+        self._choices_changed()
 
     def select(self, base: str | None = None, dataset: str | None = None) -> None:
         """Choose the base (a library id or "scratch") and the dataset by name, as a click would."""
@@ -301,9 +318,27 @@ class TrainPanel(QWidget):
         if dataset is not None:
             self.dataset.setCurrentIndex(self.dataset.findText(dataset))
 
+    def _base_picked(self) -> None:
+        self._base_pick = self.base.currentData()
+        self._base_changed()
+
     def _base_changed(self) -> None:
-        self.lr.setValue(0.0025 if self.base.currentData() == SCRATCH else 0.002)  # the CLI presets' rates
+        scratch = self.base.currentData() == SCRATCH
+        if scratch != self._scratch_rates:  # the CLI presets' rates; kept while the kind of start stays
+            self._scratch_rates = scratch
+            self.lr.setValue(0.0025 if scratch else 0.002)
+        self._choices_changed()
+
+    def _length_changed(self) -> None:
+        custom = self.preset.currentData() == CUSTOM_LENGTH
+        self.custom_kimg.setEnabled(custom)
+        if custom:
+            self.advanced_toggle.setChecked(True)
+        self._choices_changed()
+
+    def _choices_changed(self) -> None:
         self.update_warnings()
+        self._update_buttons()
 
     def _base_resolution(self) -> int | None:
         base = self.base.currentData()
@@ -350,7 +385,6 @@ class TrainPanel(QWidget):
         options: dict[str, Any] = {
             "data": str(info.path),
             "out": str(new_run_dir(name, self.runs_root)),
-            "kimg": float(self.preset.currentData()),
             "g_lr": self.lr.value(),
             "d_lr": self.lr.value(),
             "batch": self.batch.value(),
@@ -361,6 +395,11 @@ class TrainPanel(QWidget):
             "precision": self.precision.currentText(),
             "device": self.device.currentText(),
         }
+        length = self.preset.currentData()
+        if length == CUSTOM_LENGTH:
+            options["kimg"] = self.custom_kimg.value()
+        else:
+            options["time_budget_s"] = float(length)
         if self.r1_gamma.value() >= 0:
             options["r1_gamma"] = self.r1_gamma.value()
         if base == SCRATCH:
@@ -406,7 +445,8 @@ class TrainPanel(QWidget):
         if self.running() or run is None:
             return
         if not run.resumable:
-            why = "it completed" if run.status == "completed" else "it has no checkpoint"
+            why = {"completed": "it completed", "running": "a process is training it"}.get(
+                run.status, "it has no checkpoint")
             self._fail(f"{run.name} cannot be resumed: {why}.")
             return
         self.show_run(run)
@@ -539,12 +579,18 @@ class TrainPanel(QWidget):
             self.status.setText(
                 f"Training on {event.get('device')} · {event.get('dataset_size')} images at "
                 f"{event.get('resolution')} px" + (" · resumed" if event.get("resumed") else "")
+                + (" · measuring its speed first" if event.get("kimg") is None else "")
             )
         elif kind == "warning":
             self._run_notes.append(str(event.get("message", "")))
             self._show_warnings()
         elif kind == "progress":
             self._progress(event)
+        elif kind == "budget":
+            self.controller.message.emit(
+                "info", f"Measured {float(event.get('images_per_s') or 0):.1f} images per second on this "
+                f"machine: the run will train {format_kimg(float(event.get('total_kimg') or 0))} kimg."
+            )
         elif kind == "metrics":
             self._metrics(event)
         elif kind == "samples":
@@ -562,8 +608,13 @@ class TrainPanel(QWidget):
             self._error = str(event.get("message", "unknown error"))
 
     def _progress(self, event: dict[str, Any]) -> None:
-        kimg, total = float(event.get("kimg", 0)), float(event.get("total_kimg", 0)) or 1.0
-        self._set_bar(kimg, total)
+        kimg, total = float(event.get("kimg", 0)), event.get("total_kimg")
+        if total is None:  # a time budget measuring its speed: the length is not known yet
+            self.bar.setValue(0)
+            self.bar.setFormat("Measuring speed…")
+        else:
+            self.bar.setFormat("%p %")
+            self._set_bar(kimg, float(total) or 1.0)
         losses = event.get("losses", {})
         for name in ("G", "D"):
             if name in losses:
@@ -578,9 +629,10 @@ class TrainPanel(QWidget):
                     "and use an earlier snapshot."
                 )
                 self._show_warnings()
+        length = "measuring speed…" if total is None else f"ETA {duration(event.get('eta_s'))}"
         self.status.setText(
-            f"{kimg:.2f} / {total:g} kimg · step {event.get('step')} · "
-            f"{float(event.get('images_per_s') or 0):.1f} img/s · ETA {duration(event.get('eta_s'))}"
+            f"{kimg:.2f} / {'?' if total is None else format_kimg(float(total))} kimg · step {event.get('step')} · "
+            f"{float(event.get('images_per_s') or 0):.1f} img/s · {length}"
         )
 
     def _metrics(self, event: dict[str, Any]) -> None:
@@ -626,7 +678,7 @@ class TrainPanel(QWidget):
         self._checkpoints = [c for c in self._checkpoints if c[1].exists() and c[1] != path] + [(kimg, path)]
         self.checkpoint.clear()
         for k, p in self._checkpoints:
-            self.checkpoint.addItem(f"{k:g} kimg", str(p))
+            self.checkpoint.addItem(f"{format_kimg(k)} kimg", str(p))
         self.checkpoint.setCurrentIndex(self.checkpoint.count() - 1)
         self._update_buttons()
 
@@ -636,11 +688,16 @@ class TrainPanel(QWidget):
         shown = self.run_dir
         self.runs.clear()
         for run in list_runs(self.runs_root):
-            label = {"completed": "completed", "stopped": "paused", "interrupted": "interrupted"}[run.status]
-            if self.running() and run.path == self.run_dir:
-                label = "running"
-            self.runs.addItem(f"{run.name} · {run.kimg:g}/{run.total_kimg:g} kimg · {label}", run)
+            label = "running" if self.running() and run.path == self.run_dir else run.status
+            self.runs.addItem(f"{run.name} · {self._run_length(run)} · {RUN_LABELS.get(label, label)}", run)
+            if run.error:
+                self.runs.setItemData(self.runs.count() - 1, run.error, Qt.ItemDataRole.ToolTipRole)
         self._select_run(shown)
+
+    @staticmethod
+    def _run_length(run: RunInfo) -> str:
+        total = "?" if run.total_kimg is None else format_kimg(run.total_kimg)
+        return f"{format_kimg(run.kimg)}/{total} kimg"
 
     def _select_run(self, path: Path | None) -> None:
         """The run on show, else the newest (the one a reopened app most likely continues)."""
@@ -663,7 +720,10 @@ class TrainPanel(QWidget):
                 self._metrics(event)
         for kimg, path in run.checkpoints():
             self._add_checkpoint(kimg, path)
-        self.status.setText(f"{run.name}: {run.status} at {run.kimg:g} of {run.total_kimg:g} kimg.")
+        if run.status == "failed":
+            self.status.setText(f"{run.name} failed at {format_kimg(run.kimg)} kimg: {run.error}")
+        else:
+            self.status.setText(f"{run.name}: {run.status} at {self._run_length(run)}.")
         self._select_run(run.path)
 
     def _clear_run(self) -> None:
@@ -677,6 +737,7 @@ class TrainPanel(QWidget):
         self.sample_image = QImage()
         self.checkpoint.clear()
         self.bar.setValue(0)
+        self.bar.setFormat("%p %")
         self.update_warnings()
 
     # --- snapshots ----------------------------------------------------------------------------------------
@@ -685,24 +746,28 @@ class TrainPanel(QWidget):
         data = self.checkpoint.currentData()
         return Path(data) if data else None
 
+    def selected_snapshot_name(self) -> str:
+        """The library name of the selected checkpoint: its run and kimg."""
+        kimg = next((k for k, p in self._checkpoints if p == self.selected_checkpoint()), 0.0)
+        return snapshot_name(self.run_dir, kimg)
+
     def open_selected_checkpoint(self) -> None:
         path = self.selected_checkpoint()
-        if path is not None:
-            self.open_checkpoint.emit(path)
+        if path is not None and self.run_dir is not None:
+            self.open_checkpoint.emit(path, self.selected_snapshot_name())
 
     def add_selected_checkpoint(self) -> None:
-        path, run = self.selected_checkpoint(), self.run_dir
-        if path is None or run is None:
+        path = self.selected_checkpoint()
+        if path is None or self.run_dir is None:
             return
-        name = f"{run.name} · {self.checkpoint.currentText()}"
+        name = self.selected_snapshot_name()
 
         def added(entry: Any) -> None:
-            self.library.rename(entry.id, name)
             self.library_changed.emit()
             self.refresh_bases()
-            self.controller.message.emit("info", f"Added “{name}” to your library.")
+            self.controller.message.emit("info", f"Added “{entry.name}” to your library.")
 
-        self.tasks.start(lambda _task: self.library.import_model(path), on_finished=added,
+        self.tasks.start(lambda _task: self.library.import_model(path, name=name), on_finished=added,
                          on_failed=lambda text: self.controller.message.emit("error", text))
 
     def _update_buttons(self) -> None:

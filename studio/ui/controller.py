@@ -21,7 +21,8 @@ from studio.ui.workers import Task, TaskRunner
 
 log = logging.getLogger(__name__)
 
-REST_MS = 150  # after the last slider move, the full-resolution render follows this much later
+REST_MS = 150  # after the last live change, the full-resolution render follows this much later
+STORE_MS = 1000  # the shown state is written to the settings this long after it last changed (and on close)
 
 
 class StudioController(QObject):
@@ -53,11 +54,17 @@ class StudioController(QObject):
         self.renderer = Renderer()
         self._rendered.connect(self._on_rendered)
         self._rest = QTimer(self, singleShot=True, interval=REST_MS, timeout=self._settle)
+        self._gesture = False  # a slider is held down: its drag becomes one undo step when it is let go
+        self._last_request: tuple[RenderState, bool] | None = None
+        self._store = QTimer(self, singleShot=True, interval=STORE_MS, timeout=self._store_state)
+        self.state_changed.connect(lambda _state: self._store.start())
 
     # --- models -----------------------------------------------------------------------------------------
 
     def open_model(self, entry: ModelEntry, state: RenderState | None = None) -> Task:
-        """Load `entry` off the GUI thread, then show `state` (default: seed 0 of that model)."""
+        """Load `entry` off the GUI thread, then show `state` (default: the image this model showed last, so a
+        restart or a switch of models comes back to it; seed 0 the first time)."""
+        state = state or self._stored_state(entry.id)
         store = settings.app_settings()
         device = str(store.value(settings.DEVICE, "auto"))
         precision = str(store.value(settings.PRECISION, "auto"))
@@ -77,7 +84,9 @@ class StudioController(QObject):
         )
 
     def close_model(self) -> None:
+        self._flush_store()
         self._rest.stop()
+        self._gesture = False
         self.renderer.set_session(None)
         self.entry = self.session = self.state = self.result = None
         self.history = History()
@@ -90,7 +99,9 @@ class StudioController(QObject):
     def _session_loaded(self, entry: ModelEntry, session: Session, state: RenderState | None) -> None:
         if self._closed:  # the window closed while the model was loading
             return
+        self._flush_store()  # the model being left keeps its last image
         self._rest.stop()
+        self._gesture = False
         self.entry, self.session, self.result = entry, session, None
         self.renderer.set_session(session)
         settings.app_settings().setValue(settings.LAST_MODEL, entry.id)
@@ -148,7 +159,9 @@ class StudioController(QObject):
     # --- state and rendering ----------------------------------------------------------------------------
 
     def edit(self, state: RenderState) -> None:
-        """A live change (a slider moving): preview now, full render and an undo step once it rests."""
+        """A live change (a slider moving): preview now, the full render once it rests. The undo step comes when
+        a held slider is let go (`end_gesture`); changes without a held slider (keys, the wheel) become one step
+        each time they rest."""
         if self.session is None or state == self.state:
             return
         self.state = state
@@ -168,13 +181,30 @@ class StudioController(QObject):
         self._push(state)
         self._request(state, False)
 
+    def begin_gesture(self) -> None:
+        """A slider was pressed: however long its drag pauses, it becomes one undo step at `end_gesture`."""
+        if self._rest.isActive() and self.state is not None:
+            self._push(self.state)  # a key or wheel change just before the press stays a step of its own
+        self._gesture = True
+
+    def end_gesture(self) -> None:
+        """The slider was let go: its drag becomes one undo step and the full render follows right away."""
+        if self._gesture:
+            self._gesture = False
+            self._rest.stop()
+            self._settle()
+
     def _request(self, state: RenderState, preview: bool) -> None:
         if not self._closed:
+            self._last_request = (state, preview)
             self.renderer.request(state, preview, self._rendered.emit)
 
     def _settle(self) -> None:
-        if self.state is not None:
+        if self.state is None:
+            return
+        if not self._gesture:
             self._push(self.state)
+        if self._last_request != (self.state, False):  # a drag that rested before it was let go is drawn already
             self._request(self.state, False)
 
     def _push(self, state: RenderState) -> None:
@@ -189,8 +219,9 @@ class StudioController(QObject):
         self._step(self.history.redo)
 
     def _step(self, move: Callable[[], RenderState | None]) -> None:
-        if self._rest.isActive():  # a pending slider edit becomes its own step before moving away from it
+        if self._rest.isActive() or self._gesture:  # a pending live edit becomes its own step before leaving it
             self._rest.stop()
+            self._gesture = False
             self._settle()
         state = move()
         self.history_changed.emit()
@@ -274,10 +305,33 @@ class StudioController(QObject):
             log.warning("ignoring unreadable favourites of %s: %s", model_id, exc)
             return []
 
+    # --- the last image of each model ---------------------------------------------------------------------
+
+    def _store_state(self) -> None:
+        if self.entry is not None and self.state is not None:
+            settings.app_settings().setValue(settings.state_key(self.entry.id), self.state.to_json())
+
+    def _flush_store(self) -> None:
+        if self._store.isActive():
+            self._store.stop()
+            self._store_state()
+
+    @staticmethod
+    def _stored_state(model_id: str) -> RenderState | None:
+        raw = settings.app_settings().value(settings.state_key(model_id))
+        if raw is None:
+            return None
+        try:
+            return RenderState.from_json(str(raw))
+        except ValueError as exc:  # a hand-edited settings file must not stop the model from opening
+            log.warning("ignoring the unreadable last image of %s: %s", model_id, exc)
+            return None
+
     # --- lifetime ---------------------------------------------------------------------------------------
 
     def shutdown(self) -> None:
         """Stop rendering and wait for background work, before the widgets it reports to go away."""
+        self._flush_store()
         self._closed = True
         self._rest.stop()
         self.renderer.shutdown()

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, Qt
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QImage, QKeyEvent, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QImage, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -30,6 +30,7 @@ from studio.ui.controller import StudioController
 from studio.ui.dialogs.about import show_about, show_licences
 from studio.ui.dialogs.settings import SettingsDialog
 from studio.ui.images import to_qimage
+from studio.ui.key_routing import KeyRouter
 from studio.ui.panels.dataset import DatasetPanel
 from studio.ui.panels.explore import ExplorePanel
 from studio.ui.panels.export import ExportPanel
@@ -117,6 +118,7 @@ class MainWindow(QMainWindow):
         )
         self._on_model_changed()
         self._restore_layout()
+        self._keys = KeyRouter(self, (self.undo_action, self.redo_action), self.explore_panel.step_seed)
 
     # --- construction -----------------------------------------------------------------------------------
 
@@ -175,6 +177,9 @@ class MainWindow(QMainWindow):
         undo, redo = self.controller.undo, self.controller.redo
         self.undo_action = self._action(edit_menu, "&Undo", undo, QKeySequence.StandardKey.Undo)
         self.redo_action = self._action(edit_menu, "&Redo", redo, "Ctrl+Shift+Z")
+        self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        for action in (self.undo_action, self.redo_action):  # floating docks too (see key_routing)
+            action.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
         self._update_undo_actions()
 
         view_menu = bar.addMenu("&View")
@@ -359,14 +364,6 @@ class MainWindow(QMainWindow):
         if paths:
             event.acceptProposedAction()
             self.open_paths(paths)
-
-    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 (Qt override)
-        """← / → step the seed unless the focused widget (a slider, a spin box) uses the arrows itself."""
-        step = {Qt.Key.Key_Left: -1, Qt.Key.Key_Right: 1}.get(event.key())
-        if step is not None and event.modifiers() == Qt.KeyboardModifier.NoModifier:
-            self.explore_panel.step_seed(step)
-        else:
-            super().keyPressEvent(event)
 
     def busy(self) -> bool:
         """Whether any background work is still running (imports, thumbnails, grids, exports)."""

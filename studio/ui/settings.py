@@ -21,3 +21,8 @@ def app_settings() -> QSettings:
 
 def favourites_key(model_id: str) -> str:
     return f"favourites/{model_id}"
+
+
+def state_key(model_id: str) -> str:
+    """The render state a model showed last, restored when it is opened again."""
+    return f"last_state/{model_id}"

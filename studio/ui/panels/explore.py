@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QComboBox,
@@ -36,6 +36,7 @@ SEED_LIMIT = 2**31 - 1  # QSpinBox holds a C int; models.seeds accepts up to 2**
 GRID_PAGE = 12
 GRID_ICON = 64
 FAVOURITE_ICON = 64
+GRID_REFRESH_MS = 300  # the seed browser redraws this long after the look (ψ, edits, noise…) last changed
 
 
 def random_seed() -> int:
@@ -49,6 +50,11 @@ def amount_range(direction: Direction) -> float:
     return 10.0 if direction.method == "sefa" else 2.0
 
 
+def grid_look(state: RenderState) -> RenderState:
+    """What the seed browser's thumbnails share with the image: everything but the latent they pick."""
+    return state.replace(seed=0, w=None)
+
+
 def presets_for(num_ws: int) -> dict[str, tuple[int, int]]:
     """The engine's coarse/middle/fine split plus every layer."""
     return {**{k: tuple(v) for k, v in layer_presets(num_ws).items()}, "all": (0, num_ws)}
@@ -60,6 +66,8 @@ class ExplorePanel(QWidget):
         self.controller = controller
         self._grid_task = None
         self._favourite_task = None
+        self._grid_look: RenderState | None = None
+        self._grid_refresh = QTimer(self, singleShot=True, interval=GRID_REFRESH_MS, timeout=self.render_grid)
         self.rows: dict[str, DirectionRow] = {}
 
         scroll = scroll_column(
@@ -133,6 +141,7 @@ class ExplorePanel(QWidget):
         self.psi = FloatSlider(-1.0, 2.0, 0.01, 1.0)
         self.psi.setToolTip("Truncation ψ: 1 = the model as trained, lower = more typical, 0 = the mean")
         self.psi.value_changed.connect(lambda value: self._edit(psi=value))
+        self._drag_is_one_step(self.psi)
         self.cutoff = QSpinBox(minimum=0, maximum=1, specialValueText="all layers")
         self.cutoff.setToolTip("Truncate only the first N layers")
         self.cutoff.valueChanged.connect(lambda value: self._commit(cutoff=value or None))
@@ -142,6 +151,7 @@ class ExplorePanel(QWidget):
         self.noise_mode.currentTextChanged.connect(lambda mode: self._commit(noise_mode=mode))
         self.noise_strength = FloatSlider(0.0, 2.0, 0.01, 1.0)
         self.noise_strength.value_changed.connect(lambda value: self._edit(noise_strength=value))
+        self._drag_is_one_step(self.noise_strength)
         reseed = QPushButton("Re-seed noise", toolTip="New random noise (random mode)")
         reseed.clicked.connect(lambda: self._commit(noise_seed=random_seed(), noise_mode="random"))
         noise = QHBoxLayout()
@@ -198,6 +208,10 @@ class ExplorePanel(QWidget):
         layout.addWidget(self.favourites)
         layout.addWidget(self.favourites_hint)
         return box
+
+    def _drag_is_one_step(self, slider: FloatSlider) -> None:
+        slider.slider.sliderPressed.connect(self.controller.begin_gesture)
+        slider.slider.sliderReleased.connect(self.controller.end_gesture)
 
     # --- edits ------------------------------------------------------------------------------------------
 
@@ -266,6 +280,7 @@ class ExplorePanel(QWidget):
         for direction in directions:
             row = DirectionRow(direction, presets, session.num_ws, amount_range(direction))
             row.changed.connect(self._direction_changed)
+            self._drag_is_one_step(row.slider)
             row.move_requested.connect(self.move_direction)
             row.rename_requested.connect(self.rename_direction_dialog)
             self.rows_layout.addWidget(row)
@@ -338,6 +353,7 @@ class ExplorePanel(QWidget):
         if session is not None:
             self.cutoff.setMaximum(session.num_ws)
         self._set_directions(self.controller.directions)
+        self.grid.clear()  # another model's thumbnails must not stand in for this one's
         self.render_grid()
 
     def _sync(self, state: RenderState) -> None:
@@ -357,19 +373,26 @@ class ExplorePanel(QWidget):
             edit = edits.get(direction_id)
             row.set_edit(edit.amount if edit else 0.0, edit.layers if edit else row.layer_range())
         self._update_directions_status()
+        if grid_look(state) != self._grid_look:
+            self._grid_refresh.start()
 
     def render_grid(self) -> None:
-        """Render one page of seeds off the GUI thread; a newer page cancels the one still rendering."""
+        """Render one page of seeds off the GUI thread, each as a click on it would show it (only the seed
+        differs from the image); a newer page or look cancels the one still rendering."""
+        self._grid_refresh.stop()
         if self._grid_task is not None:
             self._grid_task.cancel()
         state = self.controller.state
         if self.controller.session is None or state is None:
+            self._grid_look = None
             self.grid.clear()
             return
+        self._grid_look = grid_look(state)
         first = self.page.value() * GRID_PAGE
         seeds = list(range(first, min(first + GRID_PAGE, SEED_LIMIT + 1)))
-        self.grid.set_items([(str(seed), seed) for seed in seeds])
-        states = [state.replace(seed=seed, w=None, mix=()) for seed in seeds]
+        if self.grid.payloads() != seeds:  # a new look keeps the old thumbnails until the new ones land
+            self.grid.set_items([(str(seed), seed) for seed in seeds])
+        states = [state.replace(seed=seed, w=None) for seed in seeds]
         self._grid_task = self.controller.render_thumbnails(
             states, GRID_ICON, lambda item: self.grid.set_image(*item)
         )
@@ -386,4 +409,4 @@ class ExplorePanel(QWidget):
 
     def grid_busy(self) -> bool:
         tasks = (self._grid_task, self._favourite_task)
-        return any(task is not None and not task.ended for task in tasks)
+        return self._grid_refresh.isActive() or any(task is not None and not task.ended for task in tasks)

@@ -41,7 +41,9 @@ class Canvas(QScrollArea):
         self.setObjectName("canvas")
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.setMinimumSize(QSize(200, 200))
-        self.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # ← / → belong to the seed, not to scrolling
+        # A click takes the focus away from a number box, so ← / → step the seed again (the main window's key
+        # routing); ↑ / ↓ still scroll an image shown at 100 %.
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self._view = _ImageView()
         self.setWidget(self._view)
         self.set_fit(True)

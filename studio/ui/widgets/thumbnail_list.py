@@ -57,6 +57,9 @@ class ThumbnailList(QListWidget):
             item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter)
             self.addItem(item)
 
+    def payloads(self) -> list[object]:
+        return [self.item(row).data(PAYLOAD) for row in range(self.count())]
+
     def set_image(self, index: int, image: QImage) -> None:
         if 0 <= index < self.count():
             self.item(index).setIcon(QIcon(QPixmap.fromImage(image)))

@@ -25,6 +25,15 @@ def _model_argument(value: str | None) -> Path:
     return bundled
 
 
+def _output_folder(value: str) -> Path:
+    """A folder to write into, made if missing; a file in its place is a usage error, reported as argparse does."""
+    path = Path(value)
+    existing = next(p for p in (path, *path.parents) if p.exists())  # the parents end at "." or the root
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{existing} is a file, not a folder: name a folder (made if missing)")
+    return path
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from models.checkpoints import load_checkpoint
 
@@ -58,7 +67,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             raise SystemExit(f"this model is conditional: pass --class K with K from 0 to {c_dim - 1}")
     elif args.class_index is not None:
         raise SystemExit("--class applies only to conditional models; this one has no classes")
-    outdir = Path(args.outdir)
+    outdir = args.outdir
     outdir.mkdir(parents=True, exist_ok=True)
     base = RenderState(
         model_id=session.model_id,
@@ -144,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
     p.add_argument("--save-npy", action="store_true", help="also write the raw float output (NCHW) as .npy")
-    p.add_argument("--outdir", required=True)
+    p.add_argument("--outdir", type=_output_folder, required=True, help="folder for the PNGs (made if missing)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("convert", help="convert a .pkl/.pt/.safetensors model to our .safetensors format")

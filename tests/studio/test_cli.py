@@ -115,3 +115,17 @@ def test_metrics_prints_fd_effnet_kid_precision_recall(tiny_model, tmp_path, cap
     assert result["n_real"] == result["n_fake"] == 12
     assert result["fd_effnet"] > 0 and 0 <= result["precision"] <= 1 and 0 <= result["recall"] <= 1
     assert "not Inception FID" in result["metric_features"]
+
+
+@pytest.mark.parametrize("below", [False, True])
+def test_outdir_naming_a_file_is_a_usage_error(tiny_model, tmp_path, capsys, below):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("keep me")
+    outdir = taken / "pngs" if below else taken
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", "--model", str(tiny_model), "--seeds", "1", "--outdir", str(outdir)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: gan-studio generate")
+    assert f"error: argument --outdir: {taken} is a file, not a folder" in err and "Errno" not in err
+    assert taken.read_text() == "keep me"

@@ -25,6 +25,15 @@ def _model_argument(value: str | None) -> Path:
     return bundled
 
 
+def _output_folder(value: str) -> Path:
+    """A folder to write into, made if missing; a file in its place is a usage error, reported as argparse does."""
+    path = Path(value)
+    existing = next(p for p in (path, *path.parents) if p.exists())  # the parents end at "." or the root
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{existing} is a file, not a folder: name a folder (made if missing)")
+    return path
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from models.checkpoints import load_checkpoint
 
@@ -41,39 +50,39 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     import numpy as np
-    import torch
-    from PIL import Image
 
-    from models.checkpoints import load_checkpoint
-    from models.device import autocast, select_device, select_precision
-    from models.seeds import parse_seeds, z_from_seed
+    from models.seeds import parse_seeds
+    from studio.engine.imaging import to_uint8
+    from studio.engine.recipe import write_png_with_recipe
+    from studio.engine.session import Session
+    from studio.engine.state import RenderState
 
     seeds = parse_seeds(args.seeds)
-    device = select_device(args.device)
-    dtype = select_precision(device, args.precision)
-    bundle = load_checkpoint(_model_argument(args.model), device=device)
-    G = bundle.G_ema
-    c = None
-    if G.c_dim:
-        if args.class_index is None or not 0 <= args.class_index < G.c_dim:
-            raise SystemExit(f"this model is conditional: pass --class K with K from 0 to {G.c_dim - 1}")
-        c = torch.zeros([1, G.c_dim], device=device)
-        c[0, args.class_index] = 1
+    # The window's engine renders, so each PNG carries the recipe of a window export: dropped on the
+    # window (with the model in its library), it restores this very image.
+    session = Session(_model_argument(args.model), device=args.device, precision=args.precision)
+    c_dim = session.G.c_dim
+    if c_dim:
+        if args.class_index is None or not 0 <= args.class_index < c_dim:
+            raise SystemExit(f"this model is conditional: pass --class K with K from 0 to {c_dim - 1}")
     elif args.class_index is not None:
         raise SystemExit("--class applies only to conditional models; this one has no classes")
-    outdir = Path(args.outdir)
+    outdir = args.outdir
     outdir.mkdir(parents=True, exist_ok=True)
+    base = RenderState(
+        model_id=session.model_id,
+        psi=args.trunc,
+        cutoff=args.trunc_cutoff,
+        noise_mode=args.noise_mode,
+        class_index=args.class_index or 0,
+    )
     for seed in seeds:
-        z = z_from_seed(seed, G.z_dim).to(device)
-        with torch.inference_mode(), autocast(device, dtype):
-            img = G.render(z, c=c, psi=args.trunc, cutoff=args.trunc_cutoff, noise_mode=args.noise_mode)
-        raw = img.float().cpu().numpy()
-        pixels = (raw[0].transpose(1, 2, 0) * 127.5 + 128).clip(0, 255).astype(np.uint8)
-        stem = outdir / f"seed{seed:04d}"
-        Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(stem.with_suffix(".png"))
+        state = base.replace(seed=seed)
+        raw = session.render_raw(state)
+        png = write_png_with_recipe(outdir / f"seed{seed:04d}.png", to_uint8(raw)[0], state, session.entry)
         if args.save_npy:
-            np.save(stem.with_suffix(".npy"), raw)
-        print(stem.with_suffix(".png"))
+            np.save(png.with_suffix(".npy"), raw.cpu().numpy())
+        print(png)
     return 0
 
 
@@ -144,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
     p.add_argument("--save-npy", action="store_true", help="also write the raw float output (NCHW) as .npy")
-    p.add_argument("--outdir", required=True)
+    p.add_argument("--outdir", type=_output_folder, required=True, help="folder for the PNGs (made if missing)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("convert", help="convert a .pkl/.pt/.safetensors model to our .safetensors format")
@@ -187,10 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         args = build_parser().parse_args(argv)
         from models.checkpoints import CheckpointError
+        from studio.engine.files import ExportError
 
         try:
             return args.func(args)
-        except (CheckpointError, ValueError, OSError) as exc:
+        except (CheckpointError, ExportError, ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     args = build_app_parser().parse_args(argv)

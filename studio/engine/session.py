@@ -119,7 +119,13 @@ class Session:
     def render(self, state: RenderState, preview: bool = False) -> np.ndarray:
         """uint8 RGB [resolution, resolution, 3]; previews are synthesised at `preview_resolution`."""
         with self._lock, torch.inference_mode():
-            return self._synthesize(self._compose(state), state, preview)
+            return to_uint8(self._synthesize(self._compose(state), state, preview))[0]
+
+    def render_raw(self, state: RenderState) -> torch.Tensor:
+        """The generator's float32 output [1, channels, resolution, resolution] (about -1 to 1) on the session's
+        device: what `render` turns into pixels, for callers that keep the raw values too."""
+        with self._lock, torch.inference_mode():
+            return self._synthesize(self._compose(state), state, preview=False)
 
     def render_ws(self, ws: np.ndarray, state: RenderState, preview: bool = False) -> np.ndarray:
         """Render a given w+ [num_ws, w_dim] with `state`'s noise settings (video frames, mixing grids)."""
@@ -128,9 +134,9 @@ class Session:
             raise ValueError(f"w+ of shape {tuple(ws.shape)} does not fit this model, which takes {expected}")
         with self._lock, torch.inference_mode():
             tensor = torch.as_tensor(np.asarray(ws, dtype=np.float32), device=self.device)[None]
-            return self._synthesize(tensor, state, preview)
+            return to_uint8(self._synthesize(tensor, state, preview))[0]
 
-    def _synthesize(self, ws: torch.Tensor, state: RenderState, preview: bool) -> np.ndarray:
+    def _synthesize(self, ws: torch.Tensor, state: RenderState, preview: bool) -> torch.Tensor:
         stop_at = self.preview_resolution if preview else None
         generator = None
         if state.noise_mode == "random":
@@ -146,7 +152,7 @@ class Session:
             )
         if image.shape[-1] != self.resolution:
             image = F.interpolate(image.float(), size=(self.resolution, self.resolution), mode="bilinear")
-        return to_uint8(image)[0]
+        return image.float()
 
     def _compose(self, state: RenderState) -> torch.Tensor:
         if state.model_id and state.model_id != self.model_id:

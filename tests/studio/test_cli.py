@@ -1,4 +1,5 @@
-"""`gan-studio` subcommands on real files: info, generate (PNG + raw .npy), convert from an NVIDIA pickle."""
+"""`gan-studio` subcommands on real files: info, generate (PNG with its recipe + raw .npy), convert from an NVIDIA
+pickle, metrics."""
 
 from __future__ import annotations
 
@@ -8,12 +9,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from models.checkpoints import load_checkpoint
 from models.seeds import z_from_seed
 from studio.cli import main
+from studio.engine.library import ModelLibrary
+from studio.engine.recipe import read_recipe
+from studio.engine.session import Session
+from studio.engine.state import RenderState
 from tests.models.pickle_fixtures import make_discriminator, make_generator, nvidia_snapshot, write_pickle
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,34 +32,51 @@ def test_info_prints_metadata(tiny_model, capsys):
     assert info["source_format"] == "native" and info["has_G"] is False
 
 
-def test_generate_writes_one_png_per_seed_and_raw_output(tiny_model, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_generate_writes_one_png_per_seed_and_raw_output(tiny_model, tmp_path, studio_home, precision):
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                "generate",
-                "--model",
-                str(tiny_model),
-                "--seeds",
-                "0-2,7",
-                "--trunc",
-                "0.7",
-                "--save-npy",
-                "--outdir",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    args = ["generate", "--model", str(tiny_model), "--seeds", "0-2,7", "--trunc", "0.7", "--save-npy"]
+    assert main([*args, "--device", "cpu", "--precision", precision, "--outdir", str(out)]) == 0
     assert sorted(p.name for p in out.glob("*.png")) == ["seed0000.png", "seed0001.png", "seed0002.png", "seed0007.png"]
     G = load_checkpoint(tiny_model).G_ema
     with torch.inference_mode():
-        expected = G.render(z_from_seed(7, G.z_dim), psi=0.7, noise_mode="const").numpy()
+        fp32 = G.render(z_from_seed(7, G.z_dim), psi=0.7, noise_mode="const").numpy()
     raw = np.load(out / "seed0007.npy")
-    assert raw.shape == (1, 3, 32, 32) and np.array_equal(raw, expected)
+    assert raw.shape == (1, 3, 32, 32) and raw.dtype == np.float32
+    if precision == "fp32":
+        assert np.array_equal(raw, fp32)  # NVIDIA's output for the seed, exactly
+    else:
+        assert 0 < np.abs(raw - fp32).max() <= 0.05 * np.abs(fp32).max()  # bf16 really ran, and stays close
     png = np.asarray(Image.open(out / "seed0007.png"))
     assert png.shape == (32, 32, 3)
     assert np.array_equal(png, (raw[0].transpose(1, 2, 0) * 127.5 + 128).clip(0, 255).astype(np.uint8))
+
+
+def test_generated_png_carries_the_recipe_that_restores_it(tiny_model, tmp_path, studio_home):
+    out = tmp_path / "out"
+    args = ["generate", "--model", str(tiny_model), "--seeds", "5", "--trunc", "0.6", "--trunc-cutoff", "4"]
+    assert main([*args, "--noise-mode", "random", "--outdir", str(out)]) == 0
+    png = out / "seed0005.png"
+    recipe = read_recipe(png)
+    state = RenderState.from_dict(recipe["state"])
+    assert (state.seed, state.psi, state.cutoff, state.noise_mode, state.w) == (5, 0.6, 4, "random", None)
+    entry = ModelLibrary(studio_home / "library").import_model(tiny_model)
+    assert (recipe["model_id"], recipe["model_hash"], recipe["model_name"]) == (entry.id, entry.model_hash, "tiny")
+    assert np.array_equal(np.asarray(Image.open(png)), Session(entry).render(state))
+
+
+def test_generated_png_dropped_on_the_window_restores_its_image(qtbot, window, tmp_path):
+    from tests.studio.ui_support import canvas, drop, settle
+
+    out = tmp_path / "out"
+    model = window.controller.entry.path  # the library's copy of the tiny model
+    assert main(["generate", "--model", str(model), "--seeds", "9", "--trunc", "0.5", "--outdir", str(out)]) == 0
+    generated = np.asarray(Image.open(out / "seed0009.png"))
+    assert not np.array_equal(canvas(window), generated)
+    drop(window, out / "seed0009.png")
+    settle(qtbot, window)
+    state = window.controller.state
+    assert (state.seed, state.psi) == (9, 0.5) and np.array_equal(canvas(window), generated)
 
 
 def test_convert_nvidia_pickle_to_our_format(tmp_path):
@@ -92,3 +115,17 @@ def test_metrics_prints_fd_effnet_kid_precision_recall(tiny_model, tmp_path, cap
     assert result["n_real"] == result["n_fake"] == 12
     assert result["fd_effnet"] > 0 and 0 <= result["precision"] <= 1 and 0 <= result["recall"] <= 1
     assert "not Inception FID" in result["metric_features"]
+
+
+@pytest.mark.parametrize("below", [False, True])
+def test_outdir_naming_a_file_is_a_usage_error(tiny_model, tmp_path, capsys, below):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("keep me")
+    outdir = taken / "pngs" if below else taken
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", "--model", str(tiny_model), "--seeds", "1", "--outdir", str(outdir)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: gan-studio generate")
+    assert f"error: argument --outdir: {taken} is a file, not a folder" in err and "Errno" not in err
+    assert taken.read_text() == "keep me"

@@ -34,8 +34,23 @@ def test_session_describes_its_model(session: Session, model_file: Path):
     assert session.resolution == 32 and session.num_ws == 8 and session.w_dim == 32
     assert session.meta.resolution == 32 and len(session.model_hash) == 64
     assert session.model_id == session.model_hash[:16] == session.entry.id
-    assert session.device_label == "CPU · fp32"
     assert session.preview_resolution == 32  # models below 64 px preview at full size
+
+
+def test_forced_precision_is_used_and_bf16_stays_close_to_fp32(model_file: Path, tmp_path: Path):
+    fp32 = Session(model_file, device="cpu", precision="fp32", data_dir=tmp_path)
+    bf16 = Session(model_file, device="cpu", precision="bf16", data_dir=tmp_path)
+    assert (fp32.device_label, bf16.device_label) == ("CPU · fp32", "CPU · bf16")
+    s = RenderState(model_id="", seed=3)
+    exact, rounded = fp32.render(s), bf16.render(s)
+    assert 0 < differs(exact, rounded) < 2  # bf16 really ran, within a level or two of fp32
+
+
+@pytest.mark.parametrize("fast_bf16", [True, False])
+def test_auto_precision_follows_the_cpu(model_file: Path, tmp_path: Path, monkeypatch, fast_bf16: bool):
+    monkeypatch.setattr("models.device.cpu_has_fast_bf16", lambda: fast_bf16)
+    session = Session(model_file, device="cpu", data_dir=tmp_path)
+    assert session.device_label == ("CPU · bf16" if fast_bf16 else "CPU · fp32")
 
 
 def test_render_is_deterministic_and_seeds_differ(session: Session):

@@ -1,0 +1,59 @@
+"""Device and precision choice: on the CPU, auto means bf16 only where the processor multiplies bf16 natively.
+
+The capability probe is monkeypatched, so both answers are tested whichever CPU runs the tests.
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from models import device as device_module
+from models.device import autocast, describe, select_precision
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize(("fast_bf16", "auto"), [(True, torch.bfloat16), (False, None)])
+def test_auto_precision_on_the_cpu_follows_its_bf16_capability(monkeypatch, fast_bf16, auto):
+    monkeypatch.setattr(device_module, "cpu_has_fast_bf16", lambda: fast_bf16)
+    assert select_precision(CPU) is auto
+    assert select_precision(CPU, "auto") is auto
+    assert select_precision(CPU, "") is auto
+    # a forced precision does not ask the processor
+    assert select_precision(CPU, "fp32") is None
+    assert select_precision(CPU, "bf16") is torch.bfloat16
+    assert describe(CPU, select_precision(CPU)) == ("CPU · bf16" if fast_bf16 else "CPU · fp32")
+
+
+@pytest.mark.parametrize(
+    ("preference", "message"), [("fp16", "not supported on the CPU"), ("fp8", "unknown precision 'fp8'")]
+)
+def test_unsupported_precisions_are_refused(preference, message):
+    with pytest.raises(ValueError, match=message):
+        select_precision(CPU, preference)
+
+
+@pytest.mark.parametrize(
+    ("flags", "fast"),
+    [
+        ("fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile", True),  # Sapphire Rapids
+        ("fpu sse2 avx2 avx512f avx512_bf16", True),  # Cooper Lake, Zen 4
+        ("fpu sse2 avx2 avx512f", False),  # Skylake-SP: bf16 only emulated
+        (None, False),  # no /proc/cpuinfo (macOS, Windows)
+    ],
+)
+def test_the_bf16_probe_reads_the_cpu_flags(monkeypatch, tmp_path, flags, fast):
+    cpuinfo = tmp_path / "cpuinfo"
+    if flags is not None:
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(device_module, "Path", lambda _: Path(cpuinfo))
+    assert device_module.cpu_has_fast_bf16.__wrapped__() is fast
+
+
+def test_autocast_is_off_for_fp32_and_casts_for_bf16():
+    x = torch.randn(4, 4)
+    with autocast(CPU, None):
+        assert (x @ x).dtype == torch.float32
+    with autocast(CPU, torch.bfloat16):
+        assert (x @ x).dtype == torch.bfloat16

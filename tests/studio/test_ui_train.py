@@ -131,8 +131,10 @@ def test_run_live_samples_curves_stop_explore_resume_and_kill(qtbot, window, tmp
     qtbot.waitUntil(lambda: opened(window) == label and bool(window.controller.directions), timeout=RUN_MS)
     settle(qtbot, window)
     assert window.controller.entry.meta["resolution"] == 16
+    said: list[str] = []  # every message, not only the one on show: info fades, and the run keeps talking
+    window.controller.message.connect(lambda _level, text: said.append(text))
     panel.add_selected_checkpoint()  # already in the library from Explore: the same entry, the same name
-    qtbot.waitUntil(lambda: "Added “" + label in window.messages.text(), timeout=RUN_MS)
+    qtbot.waitUntil(lambda: any(text.startswith("Added “" + label) for text in said), timeout=RUN_MS)
     assert window.models_panel.names().count(label) == 1
 
     # Killed: the panel reports it, the app stays responsive, the past-runs list offers to resume.

@@ -125,6 +125,7 @@ def test_run_live_samples_curves_stop_explore_resume_and_kill(qtbot, window, tmp
 
     # Meanwhile the stopped run's checkpoint opens in Explore through the library, like any model.
     assert panel.checkpoint.count() >= 1
+    opened_snapshot = panel.checkpoint.currentData()
     panel.open_selected_checkpoint()  # named after its run and kimg, not its file
     label = f"{panel.run_dir.name} · {panel.checkpoint.currentText()}"
     assert re.fullmatch(r".+-blobs · \d+(\.\d+)? kimg", label) and panel.selected_snapshot_name() == label
@@ -133,6 +134,8 @@ def test_run_live_samples_curves_stop_explore_resume_and_kill(qtbot, window, tmp
     assert window.controller.entry.meta["resolution"] == 16
     said: list[str] = []  # every message, not only the one on show: info fades, and the run keeps talking
     window.controller.message.connect(lambda _level, text: said.append(text))
+    # The resumed run may have written a newer snapshot since: the artist adds the one they opened.
+    panel.checkpoint.setCurrentIndex(panel.checkpoint.findData(opened_snapshot))
     panel.add_selected_checkpoint()  # already in the library from Explore: the same entry, the same name
     qtbot.waitUntil(lambda: any(text.startswith("Added “" + label) for text in said), timeout=RUN_MS)
     assert window.models_panel.names().count(label) == 1

@@ -147,6 +147,10 @@ class MainWindow(QMainWindow):
         self._zoom_buttons[0].setChecked(fit)
         self._zoom_buttons[1].setChecked(not fit)
 
+    def _set_show_pixels(self, shown: bool) -> None:
+        self.canvas.set_smooth(not shown)
+        settings.app_settings().setValue(settings.SHOW_PIXELS, shown)
+
     def _add_dock(self, name: str, panel: QWidget, area: Qt.DockWidgetArea) -> None:
         dock = QDockWidget(name, self)
         dock.setObjectName(f"dock_{name.lower()}")  # saveState() keys docks by object name
@@ -188,6 +192,11 @@ class MainWindow(QMainWindow):
         view_menu.addSeparator()
         self._action(view_menu, "Zoom to &fit", lambda: self._set_zoom(True), "Ctrl+0")
         self._action(view_menu, "&Actual size (100 %)", lambda: self._set_zoom(False), "Ctrl+1")
+        self.show_pixels_action = self._action(view_menu, "Show &pixels", self._set_show_pixels)
+        self.show_pixels_action.setCheckable(True)
+        self.show_pixels_action.setToolTip("Draw an enlarged image as its square pixels instead of smoothly")
+        self.show_pixels_action.setChecked(settings.app_settings().value(settings.SHOW_PIXELS, False, bool))
+        self.canvas.set_smooth(not self.show_pixels_action.isChecked())
 
         image_menu = bar.addMenu("&Image")
         self._action(image_menu, "&Random seed", self.explore_panel.random, "R")

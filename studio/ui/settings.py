@@ -9,6 +9,7 @@ from studio.engine.paths import user_data_dir
 THEME = "ui/theme"
 GEOMETRY = "ui/geometry"
 WINDOW_STATE = "ui/window_state"
+SHOW_PIXELS = "ui/show_pixels"
 LAST_MODEL = "library/last_model"
 DEVICE = "engine/device"
 PRECISION = "engine/precision"

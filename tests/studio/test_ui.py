@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QApplication, QLabel
 from models.checkpoints import CheckpointError, load_checkpoint
 from studio.ui.app import create_application
 from studio.ui.dialogs.settings import SettingsDialog
+from studio.ui.images import to_array
 from studio.ui.theme import apply_theme
 from tests.studio.ui_support import WAIT_MS, canvas, drop, engine_render, settle
 
@@ -182,3 +183,26 @@ def test_a_fresh_install_opens_on_the_bundled_model(studio_home, make_window, qt
     qtbot.waitUntil(lambda: window.controller.session is not None, timeout=60_000)
     assert window.controller.session.resolution == 64
     assert "fluent-emoji-64" in window.windowTitle()
+
+
+def test_enlarged_images_are_smooth_unless_the_artist_asks_for_pixels(qtbot, window, make_window):
+    def drawn() -> np.ndarray:
+        view = window.canvas.widget()
+        shown = to_array(view.grab().toImage())
+        rect = view.target_rect()
+        assert rect.width() >= 4 * window.canvas.image().width()  # the 32 px image enlarged many times
+        return shown[rect.top() + 2 : rect.bottom() - 2, rect.left() + 2 : rect.right() - 2].astype(int)
+
+    def repeated(pixels: np.ndarray) -> float:
+        """Share of pixels equal to their right-hand neighbour: high when each source pixel is a flat square."""
+        return float((np.abs(np.diff(pixels, axis=1)).sum(axis=2) == 0).mean())
+
+    smooth = drawn()
+    window.show_pixels_action.trigger()
+    assert window.show_pixels_action.isChecked()
+    squares = drawn()
+    assert repeated(squares) > 0.8 and repeated(smooth) < 0.5
+    # The same picture either way, only drawn differently.
+    assert np.abs(squares.mean() - smooth.mean()) < 3
+    reopened = make_window()  # the choice is remembered
+    assert reopened.show_pixels_action.isChecked() and not reopened.canvas.smooth()

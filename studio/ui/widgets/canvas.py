@@ -12,6 +12,7 @@ class _ImageView(QWidget):
         super().__init__(parent)
         self.image = QImage()
         self.fit = True
+        self.smooth = True
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
 
     def target_rect(self) -> QRect:
@@ -28,8 +29,10 @@ class _ImageView(QWidget):
             return
         painter = QPainter(self)
         rect = self.target_rect()
-        # Upscaled GAN output reads best with sharp pixels; downscaling needs smoothing to avoid aliasing.
-        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, rect.width() < self.image.width())
+        # Downscaling always needs smoothing (aliasing). Enlarged, a 64 px model's squares read as mush, not as
+        # a picture: bilinear by default, the real pixels on request (View ▸ Show pixels).
+        enlarged = rect.width() > self.image.width()
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self.smooth or not enlarged)
         painter.drawImage(rect, self.image)
 
 
@@ -56,6 +59,14 @@ class Canvas(QScrollArea):
 
     def image(self) -> QImage:
         return self._view.image
+
+    def set_smooth(self, smooth: bool) -> None:
+        """Enlarged images drawn smooth (bilinear) or as their square pixels."""
+        self._view.smooth = smooth
+        self._view.update()
+
+    def smooth(self) -> bool:
+        return self._view.smooth
 
     def set_fit(self, fit: bool) -> None:
         """Fit scales the image into the view; otherwise it is shown at 100 % and scrolls."""

@@ -581,9 +581,6 @@ class Trainer:
         if latest is None:
             raise TrainingError(f"{self.run.root} has no complete checkpoint to resume from")
         bundle = load_checkpoint(latest.network)
-        projected = isinstance(D, ProjectedDiscriminator)
-        if bundle.G is None or (bundle.D is None and not projected):
-            raise TrainingError(f"{latest.network} lacks G or D; it cannot be resumed")
         try:
             state = torch.load(latest.state, map_location="cpu", weights_only=True)
         except Exception as exc:  # a damaged state file: say which, don't guess
@@ -594,6 +591,9 @@ class Trainer:
                 f"this run was trained with the {trained_with} discriminator; resume it with that one "
                 f"(--set discriminator={trained_with})"
             )
+        projected = isinstance(D, ProjectedDiscriminator)
+        if bundle.G is None or (bundle.D is None and not projected):
+            raise TrainingError(f"{latest.network} lacks G or D; it cannot be resumed")
         with torch.no_grad():
             pairs = [(G, bundle.G), (G_ema, bundle.G_ema)] + ([] if projected else [(D, bundle.D)])
             for dst, src in pairs:

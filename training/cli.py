@@ -25,8 +25,9 @@ _FLAGS: list[tuple[str, type, str]] = [
     ("--batch-gpu", int, "images per device per pass; smaller accumulates gradients to reach --batch"),
     ("--g-lr", float, "generator learning rate"),
     ("--d-lr", float, "discriminator learning rate"),
-    ("--r1-gamma", float, "R1 weight (default: 0.0002 · resolution² / batch)"),
+    ("--r1-gamma", float, "R1 weight (default: 0.0002 · resolution² / batch; 0 with the projected D)"),
     ("--pl-weight", float, "path-length regularisation weight (0 turns it off)"),
+    ("--discriminator", str, "stylegan (default) or projected: small heads on frozen EfficientNet-Lite0 features"),
     ("--aug", str, "ada (default), diffaug or none"),
     ("--ada-target", float, "ADA's overfitting target for sign(D(real))"),
     ("--ada-kimg", float, "how fast ADA's p may move"),
@@ -59,7 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_DIR",
         help="continue the run in RUN_DIR from its last checkpoint (--set may change options)",
     )
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="a bundle of defaults (finetune is used with --base)")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="a bundle of defaults (finetune is used with --base; finetune-fast: projected D, DiffAugment, hinge loss)",
+    )
     parser.add_argument("--mirror", action="store_true", help="add left-right mirrored copies of the images")
     parser.add_argument("--events", choices=["jsonl"], help="print one JSON event per line instead of a progress bar")
     parser.add_argument(

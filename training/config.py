@@ -19,7 +19,22 @@ PRESETS: dict[str, dict[str, Any]] = {
     "scratch": {},
     "finetune": {"g_lr": 0.002, "d_lr": 0.002, "ada_kimg": 100, "ema_rampup": None},
     "finetune-gentle": {"g_lr": 0.001, "d_lr": 0.001, "ada_kimg": 100, "ema_rampup": None, "freeze_d": 2},
+    # A projected discriminator (training/projected.py) with DiffAugment and the hinge loss, no R1 nor
+    # path-length regularisation, and a short EMA so that the few kimg of a quick fine-tune show.
+    "finetune-fast": {
+        "discriminator": "projected",
+        "gan_loss": "hinge",
+        "aug": "diffaug",
+        "pl_weight": 0.0,
+        "g_lr": 0.002,
+        "d_lr": 0.002,
+        "ema_kimg": 1.0,
+        "ema_rampup": None,
+    },
 }
+DISCRIMINATORS = ("stylegan", "projected")
+PROJECTED_SIZES = (64, 128, 256, 512)  # the projected discriminator's input sizes: its scales are size/4 … size/32
+GAN_LOSSES = ("logistic", "hinge")
 
 
 @dataclass
@@ -41,7 +56,12 @@ class TrainConfig:
     map_layers: int = 2
     channel_base: int = 16384
     channel_max: int = 512
+    # The discriminator: StyleGAN2's own, or a projected one on frozen EfficientNet-Lite0 features
+    # (training/projected.py) seeing images resized to projected_size px.
+    discriminator: str = "stylegan"
+    projected_size: int = 128
     # Optimisation (StyleGAN2-ADA recipe).
+    gan_loss: str = "logistic"  # or "hinge" (the projected GAN paper's)
     g_lr: float = 0.0025
     d_lr: float = 0.0025
     r1_gamma: float | None = None  # None: 0.0002 · resolution² / batch, ADA's heuristic
@@ -105,6 +125,20 @@ class TrainConfig:
         need(self.r1_interval >= 1 and self.pl_interval >= 1, "regularisation intervals must be at least 1")
         need(self.pl_weight >= 0, f"--pl-weight must be non-negative, not {self.pl_weight}")
         need(0 <= self.style_mixing <= 1, f"--style-mixing must be within 0…1, not {self.style_mixing}")
+        need(
+            self.discriminator in DISCRIMINATORS,
+            f"--discriminator must be {' or '.join(DISCRIMINATORS)}, not {self.discriminator!r}",
+        )
+        need(
+            self.projected_size in PROJECTED_SIZES,
+            f"projected_size must be one of {', '.join(map(str, PROJECTED_SIZES))}, not {self.projected_size}",
+        )
+        need(
+            self.discriminator == "stylegan" or self.freeze_d == 0,
+            "--freeze-d freezes StyleGAN discriminator blocks; the projected discriminator's network is always "
+            "frozen (use --freeze-d 0)",
+        )
+        need(self.gan_loss in GAN_LOSSES, f"gan_loss must be {' or '.join(GAN_LOSSES)}, not {self.gan_loss!r}")
         need(self.aug in ("ada", "diffaug", "none"), f"--aug must be ada, diffaug or none, not {self.aug!r}")
         need(0 <= self.ada_target <= 1, f"--ada-target must be within 0…1, not {self.ada_target}")
         need(self.ada_kimg > 0, f"--ada-kimg must be positive, not {self.ada_kimg}")
@@ -126,7 +160,11 @@ class TrainConfig:
         return self.time_budget_s is not None and self.measured_images_per_s is None
 
     def resolved_r1_gamma(self, resolution: int) -> float:
-        return self.r1_gamma if self.r1_gamma is not None else 0.0002 * resolution**2 / self.batch
+        """R1's weight; by default ADA's heuristic for the StyleGAN discriminator and none for the projected
+        one (its paper trains without a gradient penalty)."""
+        if self.r1_gamma is not None:
+            return self.r1_gamma
+        return 0.0002 * resolution**2 / self.batch if self.discriminator == "stylegan" else 0.0
 
     def resolved_ema_kimg(self) -> float:
         return self.ema_kimg if self.ema_kimg is not None else self.batch * 10 / 32

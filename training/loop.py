@@ -37,6 +37,7 @@ from training.loss import (
     lazy_adam_hparams,
 )
 from training.pace import SmoothedRate, SpeedWarmUp
+from training.projected import ProjectedDiscriminator
 from training.run_dir import RunDir, RunInUse, save_image_grid, to_uint8
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -88,7 +89,7 @@ class _Parts:
     G_train: GeneratorForTraining
     ddp_G: nn.Module
     ddp_D: nn.Module
-    D: Discriminator
+    D: Discriminator | ProjectedDiscriminator
     d_trainable: list[torch.nn.Parameter]
     augment: nn.Module
     ada: AdaController | None
@@ -159,8 +160,12 @@ class Trainer:
 
         self._on_rank0(create)
 
-    def load_base(self) -> tuple[Generator, Discriminator, Generator, float | None, int]:
-        """Networks to start from: a base model (fine-tuning) or fresh ones; returns G, D, G_ema, p, resolution."""
+    def load_base(self) -> tuple[Generator, Discriminator | None, Generator, float | None, int]:
+        """Networks to start from: a base model (fine-tuning) or fresh ones; returns G, D, G_ema, p, resolution.
+
+        D is the StyleGAN discriminator: the base's, or a fresh one when training it; with the projected
+        discriminator it is only the base's, kept in the run's model files untouched (or None).
+        """
         cfg = self.config
         if cfg.base == "scratch":
             if cfg.resolution is None:
@@ -176,7 +181,9 @@ class Trainer:
             )
             G = Generator(**g_kwargs)
             G_ema = copy.deepcopy(G)
-            D = Discriminator(0, cfg.resolution, 3, channel_base=cfg.channel_base, channel_max=cfg.channel_max)
+            D = None
+            if cfg.discriminator == "stylegan":
+                D = Discriminator(0, cfg.resolution, 3, channel_base=cfg.channel_base, channel_max=cfg.channel_max)
             return G, D, G_ema, None, cfg.resolution
         bundle = load_checkpoint(cfg.base)
         if cfg.resolution is not None and cfg.resolution != bundle.meta.resolution:
@@ -189,7 +196,7 @@ class Trainer:
         G_ema = bundle.G_ema
         G = copy.deepcopy(bundle.G if bundle.G is not None else bundle.G_ema)
         D = bundle.D
-        if D is None:
+        if D is None and cfg.discriminator == "stylegan":
             self.emit(
                 "warning",
                 message="the base model has no discriminator: starting a fresh one, so the first kimg are rougher",
@@ -254,11 +261,14 @@ class Trainer:
         torch.manual_seed(cfg.seed * self.world + self.rank)
         self.prepare_run_dir()
         G, D, G_ema, base_p, resolution = self.load_base()
+        self.model_D = D  # the StyleGAN D that the run's model files hold
+        if cfg.discriminator == "projected":  # small: always starts fresh, from the run's seed
+            D = ProjectedDiscriminator(cfg.projected_size, seed=cfg.seed)
         dataset = self.load_dataset(resolution)
         for net in (G, D, G_ema):
             net.train().requires_grad_(False).to(self.device)
         G_ema.eval()
-        frozen = {id(p) for block in D.blocks()[: cfg.freeze_d] for p in block.parameters()}
+        frozen = {id(p) for block in (D.blocks()[: cfg.freeze_d] if cfg.freeze_d else []) for p in block.parameters()}
         d_trainable = [p for p in D.parameters() if id(p) not in frozen]
 
         augment = build_augment(cfg.aug, preset=cfg.ada_preset, p=base_p or 0.0, policy=cfg.diffaug_policy).to(
@@ -266,8 +276,9 @@ class Trainer:
         )
         ada = AdaController(target=cfg.ada_target, adjust_kimg=cfg.ada_kimg) if cfg.aug == "ada" else None
 
+        r1_gamma = cfg.resolved_r1_gamma(resolution)
         g_lr, g_betas = lazy_adam_hparams(cfg.g_lr, cfg.pl_interval) if cfg.pl_weight > 0 else (cfg.g_lr, (0.0, 0.99))
-        d_lr, d_betas = lazy_adam_hparams(cfg.d_lr, cfg.r1_interval)
+        d_lr, d_betas = lazy_adam_hparams(cfg.d_lr, cfg.r1_interval) if r1_gamma > 0 else (cfg.d_lr, (0.0, 0.99))
         opt_G = torch.optim.Adam(G.parameters(), lr=g_lr, betas=g_betas, eps=1e-8)
         opt_D = torch.optim.Adam(d_trainable, lr=d_lr, betas=d_betas, eps=1e-8)
         pl = PathLengthPenalty()
@@ -299,7 +310,6 @@ class Trainer:
         parts = _Parts(G_train, ddp_G, ddp_D, D, d_trainable, augment, ada, opt_G, opt_D, pl)
         sampler = InfiniteSampler(len(dataset), cfg.seed, self.rank, self.world, start=step * cfg.batch)
         data_iter = iter(sampler)
-        r1_gamma = cfg.resolved_r1_gamma(resolution)
         warm_up = SpeedWarmUp(cfg.time_budget_s, self.start_time, cur_nimg) if cfg.length_unknown() else None
         total_nimg = None if warm_up else round(cfg.kimg * 1000)
         grid_z = torch.cat([z_from_seed(s, G.z_dim) for s in range(cfg.sample_grid[0] * cfg.sample_grid[1])])
@@ -317,6 +327,7 @@ class Trainer:
             base=cfg.base,
             resumed=self.resume,
             r1_gamma=r1_gamma,
+            discriminator=cfg.discriminator,
         )
         if len(dataset) < 1000:
             self.emit(
@@ -457,7 +468,7 @@ class Trainer:
                 if kind == "main":
                     with autocast(self.device, self.dtype), no_sync(ddp_D):
                         fake, _ = ddp_G(z, None, update_emas=True)
-                        loss = generator_loss(ddp_D, fake, None, augment)
+                        loss = generator_loss(ddp_D, fake, None, augment, cfg.gan_loss)
                     (loss / rounds).backward()
                     losses["G"] = losses.get("G", 0.0) + float(loss.detach()) / rounds
                 else:
@@ -486,7 +497,9 @@ class Trainer:
             real = reals[r * micro : (r + 1) * micro]
             with sync_context(ddp_D, last):
                 with autocast(self.device, self.dtype):
-                    loss, stats, real_logits = discriminator_loss(ddp_D, fake, real, None, augment, r1_gamma, r1_gain)
+                    loss, stats, real_logits = discriminator_loss(
+                        ddp_D, fake, real, None, augment, r1_gamma, r1_gain, cfg.gan_loss
+                    )
                 (loss / rounds).backward()
             if ada is not None:
                 ada.accumulate(real_logits)
@@ -567,6 +580,9 @@ class Trainer:
                 "augment_p": augment.pipe.p.detach().cpu().clone() if augment.pipe is not None else None,
                 "ada": ada.state_dict() if ada is not None else None,
                 "pl_mean": pl.mean.detach().cpu().clone(),
+                "discriminator": self.config.discriminator,
+                # The projected D's heads and fixed projections live here, not in the model file.
+                "projected_D": D.state_dict() if isinstance(D, ProjectedDiscriminator) else None,
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             }
@@ -582,11 +598,11 @@ class Trainer:
             bundle = CheckpointBundle(
                 G_ema=G_ema,
                 G=G,
-                D=D,
+                D=self.model_D,
                 augment_p=augment.p,
                 meta=ModelMeta.for_networks(
                     G_ema,
-                    D,
+                    self.model_D,
                     source_format="native",
                     source_name=paths.network.name,
                     source_sha256="",
@@ -604,15 +620,25 @@ class Trainer:
         if latest is None:
             raise TrainingError(f"{self.run.root} has no complete checkpoint to resume from")
         bundle = load_checkpoint(latest.network)
-        if bundle.G is None or bundle.D is None:
-            raise TrainingError(f"{latest.network} lacks G or D; it cannot be resumed")
-        with torch.no_grad():
-            for dst, src in ((G, bundle.G), (D, bundle.D), (G_ema, bundle.G_ema)):
-                dst.load_state_dict(src.state_dict())
         try:
             state = torch.load(latest.state, map_location="cpu", weights_only=True)
         except Exception as exc:  # a damaged state file: say which, don't guess
             raise TrainingError(f"cannot read the training state {latest.state}: {exc}") from exc
+        trained_with = state.get("discriminator", "stylegan")
+        if trained_with != self.config.discriminator:
+            raise TrainingError(
+                f"this run was trained with the {trained_with} discriminator; resume it with that one "
+                f"(--set discriminator={trained_with})"
+            )
+        projected = isinstance(D, ProjectedDiscriminator)
+        if bundle.G is None or (bundle.D is None and not projected):
+            raise TrainingError(f"{latest.network} lacks G or D; it cannot be resumed")
+        with torch.no_grad():
+            pairs = [(G, bundle.G), (G_ema, bundle.G_ema)] + ([] if projected else [(D, bundle.D)])
+            for dst, src in pairs:
+                dst.load_state_dict(src.state_dict())
+            if projected:
+                D.load_state_dict(state["projected_D"])
         opt_G.load_state_dict(state["opt_G"])
         opt_D.load_state_dict(state["opt_D"])
         if augment.pipe is not None and state["augment_p"] is not None:

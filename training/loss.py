@@ -1,4 +1,4 @@
-"""StyleGAN2-ADA losses: non-saturating logistic loss, lazy R1, style mixing, path-length regularisation."""
+"""StyleGAN2-ADA losses: non-saturating logistic (or hinge) loss, lazy R1, style mixing, path-length regularisation."""
 
 from __future__ import annotations
 
@@ -33,9 +33,12 @@ class GeneratorForTraining(nn.Module):
         return img, ws
 
 
-def generator_loss(D: nn.Module, fake: torch.Tensor, c: torch.Tensor | None, augment) -> torch.Tensor:
-    """Non-saturating logistic loss: softplus(-D(G(z)))."""
-    return F.softplus(-D(augment(fake), c)).mean()
+def generator_loss(
+    D: nn.Module, fake: torch.Tensor, c: torch.Tensor | None, augment, kind: str = "logistic"
+) -> torch.Tensor:
+    """Non-saturating logistic loss softplus(-D(G(z))), or for `kind="hinge"` the hinge GAN's -D(G(z))."""
+    logits = D(augment(fake), c)
+    return -logits.float().mean() if kind == "hinge" else F.softplus(-logits).mean()
 
 
 def discriminator_loss(
@@ -46,8 +49,10 @@ def discriminator_loss(
     augment,
     r1_gamma: float,
     r1_gain: float,
+    kind: str = "logistic",
 ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-    """softplus(D(fake)) + softplus(-D(real)), plus R1 · gamma/2 · gain when r1_gain > 0 (lazy regularisation).
+    """softplus(D(fake)) + softplus(-D(real)), or for `kind="hinge"` relu(1 + D(fake)) + relu(1 - D(real));
+    plus R1 · gamma/2 · gain when r1_gain > 0 (lazy regularisation).
 
     Returns the loss, logged values, and the real logits (ADA reads their signs).
     """
@@ -55,7 +60,10 @@ def discriminator_loss(
     do_r1 = r1_gain > 0 and r1_gamma > 0
     real_in = real.detach().requires_grad_(do_r1)
     real_logits = D(augment(real_in), c)
-    loss = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+    if kind == "hinge":
+        loss = F.relu(1 + fake_logits.float()).mean() + F.relu(1 - real_logits.float()).mean()
+    else:
+        loss = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
     stats = {"D_fake": float(fake_logits.detach().float().mean()), "D_real": float(real_logits.detach().float().mean())}
     if do_r1:
         (grads,) = torch.autograd.grad(real_logits.float().sum(), real_in, create_graph=True)

@@ -17,7 +17,7 @@ from models.checkpoints import load_checkpoint
 from models.seeds import z_from_seed
 from tests.training.conftest import TINY
 from training.cli import _Output, build_parser, config_from_args
-from training.config import ConfigError, TrainConfig
+from training.config import PRESETS, ConfigError, TrainConfig
 from training.loop import InfiniteSampler, train
 from training.run_dir import RunDir, to_uint8
 
@@ -222,14 +222,17 @@ def test_metrics_are_logged_during_training(tmp_path, discs_folder):
     assert any(e["event"] == "metrics" for e in logged)
 
 
-def test_resumed_run_matches_uninterrupted_run(tmp_path, discs_folder):
-    whole = tiny_config(
-        discs_folder, tmp_path / "whole", aug="ada", ada_kimg=5.0, pl_weight=1.0, pl_interval=2, r1_interval=2
-    )
+RESUME_RECIPES = {
+    "stylegan": dict(aug="ada", ada_kimg=5.0, pl_weight=1.0, pl_interval=2, r1_interval=2),
+    "projected": dict(PRESETS["finetune-fast"], projected_size=64, pl_weight=1.0, pl_interval=2),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(RESUME_RECIPES))
+def test_resumed_run_matches_uninterrupted_run(tmp_path, discs_folder, recipe):
+    whole = tiny_config(discs_folder, tmp_path / "whole", **RESUME_RECIPES[recipe])
     train(whole)
-    split = tiny_config(
-        discs_folder, tmp_path / "split", aug="ada", ada_kimg=5.0, pl_weight=1.0, pl_interval=2, r1_interval=2
-    )
+    split = tiny_config(discs_folder, tmp_path / "split", **RESUME_RECIPES[recipe])
     seen = {"started": False, "steps": 0}
 
     def note(event: dict) -> None:
@@ -246,12 +249,17 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, discs_folder):
     assert second["status"] == "completed" and second["step"] == whole.kimg * 1000 / whole.batch
     a = load_checkpoint(RunDir(whole.out).latest_checkpoint().network)
     b = load_checkpoint(RunDir(split.out).latest_checkpoint().network)
-    for name in ("G_ema", "G", "D"):
+    for name in ("G_ema", "G", "D") if recipe == "stylegan" else ("G_ema", "G"):
         for (key, x), y in zip(
             getattr(a, name).state_dict().items(), getattr(b, name).state_dict().values(), strict=True
         ):
             assert torch.equal(x, y), f"{name}.{key} differs after resume"
     assert a.augment_p == b.augment_p
+    if recipe == "projected":  # its D lives in the training state: heads, spectral-norm vectors, projections
+        sa, sb = (torch.load(RunDir(c.out).latest_checkpoint().state, weights_only=True) for c in (whole, split))
+        assert sa["projected_D"].keys() == sb["projected_D"].keys()
+        for key, x in sa["projected_D"].items():
+            assert torch.equal(x, sb["projected_D"][key]), f"projected D {key} differs after resume"
 
 
 def test_a_time_budget_measures_the_speed_then_trains_what_fits(tmp_path, discs_folder):
@@ -433,11 +441,20 @@ def test_ddp_a_failure_on_rank_0_stops_every_rank(tmp_path):
     assert "rank 0 failed: no usable images" in done.stdout + done.stderr  # what rank 1 said
 
 
-def test_ddp_two_processes_train_in_step(tmp_path, discs_folder):
+@pytest.mark.parametrize(
+    ("discriminator", "port"), [("stylegan", 29533), pytest.param("projected", 29535, marks=pytest.mark.slow)]
+)
+def test_ddp_two_processes_train_in_step(tmp_path, discs_folder, discriminator, port):
     """torchrun, two CPU processes over gloo: the run completes and the replicas' weights agree at every
-    checkpoint (the loop compares them and stops on divergence)."""
+    checkpoint (the loop compares them and stops on divergence). With the projected D, DDP syncs only its
+    heads: the frozen network is not a submodule, and every rank derives the same projections from the seed."""
     out = tmp_path / "run"
-    done = torchrun(cli_args(discs_folder, out, 0.048)[3:], 29533, timeout=300)  # [3:]: drop "python -m training"
+    extra = ["--discriminator", discriminator] + (
+        ["--aug", "diffaug", "--set", "gan_loss=hinge", "--set", "projected_size=64"]
+        if discriminator == "projected"
+        else []
+    )
+    done = torchrun(cli_args(discs_folder, out, 0.048, *extra)[3:], port, timeout=300)  # [3:]: drop "python -m"
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     events = events_of(done.stdout)
     started = next(e for e in events if e["event"] == "started")

@@ -1,0 +1,190 @@
+"""The projected discriminator: its frozen features, fixed projections and trainable heads, in real training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.checkpoints import load_checkpoint
+from tests.training.conftest import TINY
+from training.cli import build_parser, config_from_args
+from training.config import PRESETS, ConfigError, TrainConfig
+from training.loop import TrainingError, train
+from training.loss import discriminator_loss, generator_loss
+from training.metrics import feature_extractor
+from training.projected import ProjectedDiscriminator, frozen_backbone, stage_features
+from training.run_dir import RunDir
+
+CPU = torch.device("cpu")
+
+
+def projected_config(data, out, **overrides) -> TrainConfig:
+    values = dict(
+        data=str(data),
+        out=str(out),
+        kimg=0.032,
+        batch=8,
+        snap_kimg=0.016,
+        sample_kimg=1.0,
+        precision="fp32",
+        **{**TINY, "resolution": 32},
+        **PRESETS["finetune-fast"],
+        projected_size=64,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def images(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand([n, 3, size, size], generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_logit_maps_of_the_four_scales():
+    """128 px input: scales 32, 16, 8, 4, each head ends in a 4x4 logit map; 64 px: the coarsest is 2x2."""
+    assert ProjectedDiscriminator(128)(images(3, 64)).shape == (3, 4 * 16)
+    assert ProjectedDiscriminator(64)(images(2, 32)).shape == (2, 3 * 16 + 4)
+    assert ProjectedDiscriminator(64)(images(2, 256)).shape == (2, 3 * 16 + 4)  # larger images are shrunk
+
+
+def test_folded_backbone_matches_the_metrics_network():
+    """Batch norms folded into the convolutions compute the same stage features as FD-EffNet's network."""
+    x = images(2, 64, seed=1).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        reference = stage_features(feature_extractor(CPU), x)
+        folded = stage_features(frozen_backbone(CPU), x)
+    assert [f.shape[1] for f in folded] == [24, 40, 112, 320]
+    assert [f.shape[-1] for f in folded] == [16, 8, 4, 2]
+    for ref, got in zip(reference, folded, strict=True):
+        torch.testing.assert_close(got, ref, atol=1e-3 * float(ref.abs().max()), rtol=1e-3)
+
+
+def test_only_the_heads_train_and_gradients_reach_the_image():
+    D = ProjectedDiscriminator(64, seed=3)
+    names = {name for name, _ in D.named_parameters()}
+    assert names and all(name.startswith("heads.") for name in names)
+    assert not any("_blocks" in key or "_conv_stem" in key for key in D.state_dict())  # backbone never saved
+    assert {b for b in D.state_dict() if b.startswith("projection.")} == {
+        *(f"projection.channel_mix{i}" for i in range(4)),
+        *(f"projection.scale_mix{i}" for i in range(3)),
+    }
+    img = images(2, 32).requires_grad_(True)
+    D(img).sum().backward()
+    assert img.grad is not None and img.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in D.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in frozen_backbone(CPU).parameters())
+
+
+def test_same_seed_same_network_and_the_global_rng_is_untouched():
+    """Resumed runs replay the global RNG, so neither the heads nor the frozen network (built at the first
+    forward, which a resumed run reaches at another point of the stream) may draw from it."""
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    a, b, c = ProjectedDiscriminator(64, seed=5), ProjectedDiscriminator(64, seed=5), ProjectedDiscriminator(64, seed=6)
+    for (key, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), key
+    assert not torch.equal(a.projection.channel_mix0, c.projection.channel_mix0)
+    frozen_backbone.cache_clear()
+    feature_extractor.cache_clear()
+    a(images(1, 32))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_hinge_losses():
+    """relu(1 + D(fake)) + relu(1 - D(real)) for D, -D(fake) for G, on a D whose logits we choose."""
+
+    def D(img, c):  # noqa: ARG001 - the loss's discriminator signature
+        return img.mean(dim=(1, 2, 3))[:, None]
+
+    real = torch.tensor([2.0, 0.5]).reshape(2, 1, 1, 1).expand(2, 3, 4, 4)
+    fake = torch.tensor([-3.0, 0.25]).reshape(2, 1, 1, 1).expand(2, 3, 4, 4)
+    loss, stats, _ = discriminator_loss(D, fake, real, None, lambda x: x, 0.0, 0.0, "hinge")
+    assert loss.item() == pytest.approx((0 + 1.25) / 2 + (0 + 0.5) / 2)
+    assert stats == {"D_fake": pytest.approx(-1.375), "D_real": pytest.approx(1.25)}
+    assert generator_loss(D, fake, None, lambda x: x, "hinge").item() == pytest.approx(1.375)
+
+
+@pytest.mark.slow
+def test_fine_tuning_trains_g_and_heads_only(tmp_path, discs_folder):
+    """A fine-tune of a base with a StyleGAN D: the projected D starts fresh and its heads learn; the frozen
+    network and the projections never change; the model file keeps the base's D untouched; G moves."""
+    base = train(
+        projected_config(
+            discs_folder, tmp_path / "base", discriminator="stylegan", gan_loss="logistic", aug="ada", kimg=0.016
+        )
+    )
+    backbone_before = {k: v.clone() for k, v in frozen_backbone(CPU).state_dict().items()}
+    metrics_before = {k: v.clone() for k, v in feature_extractor(CPU).state_dict().items()}
+    config = projected_config(discs_folder, tmp_path / "tuned", base=base["checkpoint"], resolution=None)
+    events: list[dict] = []
+    result = train(config, events.append)
+
+    assert next(e for e in events if e["event"] == "started")["discriminator"] == "projected"
+    assert next(e for e in events if e["event"] == "started")["r1_gamma"] == 0  # the paper trains without R1
+    losses = [e["losses"] for e in events if e["event"] == "progress"]
+    assert losses and all(np.isfinite(v) for step in losses for v in step.values())
+    assert {"G", "D", "D_real", "D_fake"} <= losses[-1].keys() and "pl_length" not in losses[-1]
+    for key, value in frozen_backbone(CPU).state_dict().items():
+        assert torch.equal(value, backbone_before[key]), f"the frozen network changed: {key}"
+    for key, value in feature_extractor(CPU).state_dict().items():
+        assert torch.equal(value, metrics_before[key]), f"FD-EffNet's network changed: {key}"
+
+    state = torch.load(RunDir(config.out).latest_checkpoint().state, weights_only=True)
+    assert state["discriminator"] == "projected"
+    fresh = ProjectedDiscriminator(64, seed=config.seed).state_dict()
+    for key, value in state["projected_D"].items():
+        if key.startswith("projection."):
+            assert torch.equal(value, fresh[key]), f"a fixed projection changed: {key}"
+    heads = [k for k in fresh if k.endswith("parametrizations.weight.original")]
+    assert heads and all(not torch.equal(state["projected_D"][k], fresh[k]) for k in heads)
+
+    before, after = load_checkpoint(base["checkpoint"]), load_checkpoint(result["checkpoint"])
+    for (key, x), y in zip(before.D.state_dict().items(), after.D.state_dict().values(), strict=True):
+        assert torch.equal(x, y), f"the base's StyleGAN D changed: {key}"
+    moved = [not torch.equal(x, y) for x, y in zip(before.G.parameters(), after.G.parameters(), strict=True)]
+    assert sum(moved) > len(moved) // 2
+
+
+def test_projected_from_scratch_saves_g_only_model_files(tmp_path, discs_folder):
+    config = projected_config(discs_folder, tmp_path / "run", kimg=0.008, snap_kimg=0.008)
+    result = train(config)
+    bundle = load_checkpoint(result["checkpoint"])
+    assert bundle.D is None and bundle.G is not None and bundle.meta.d_kwargs is None
+
+
+def test_resuming_with_the_other_discriminator_is_refused(tmp_path, discs_folder):
+    config = projected_config(discs_folder, tmp_path / "run", kimg=0.008, snap_kimg=0.008)
+    train(config)
+    config.discriminator, config.gan_loss, config.kimg = "stylegan", "logistic", 0.016
+    with pytest.raises(TrainingError, match="trained with the projected discriminator"):
+        train(config, resume=True)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("discriminator", "patch", "--discriminator must be stylegan or projected"),
+        ("projected_size", 224, "projected_size must be one of 64, 128, 256, 512"),
+        ("gan_loss", "wasserstein", "gan_loss must be logistic or hinge"),
+        ("freeze_d", 2, "--freeze-d"),
+    ],
+)
+def test_bad_projected_options_are_named(tmp_path, option, value, message):
+    with pytest.raises(ConfigError, match=message):
+        projected_config(tmp_path, tmp_path / "run", **{option: value}).validate()
+
+
+def test_the_cli_preset_and_flag(tmp_path):
+    args = build_parser().parse_args(
+        ["--data", str(tmp_path), "--out", str(tmp_path / "r"), "--base", "m.pkl", "--preset", "finetune-fast"]
+    )
+    config = config_from_args(args)
+    assert (config.discriminator, config.aug, config.gan_loss, config.pl_weight) == ("projected", "diffaug", "hinge", 0)
+    assert config.resolved_r1_gamma(64) == 0
+    args = build_parser().parse_args(
+        ["--data", str(tmp_path), "--out", str(tmp_path / "r"), "--resolution", "64", "--discriminator", "projected"]
+    )
+    config = config_from_args(args)
+    assert config.discriminator == "projected" and config.gan_loss == "logistic"
+    assert TrainConfig(data="d", out="o").resolved_r1_gamma(64) > 0  # the StyleGAN D keeps ADA's heuristic

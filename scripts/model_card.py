@@ -3,8 +3,9 @@
     python scripts/model_card.py --run RUN_DIR [--name fluent-emoji-64] [--n 1000] [--demo SUMMARY_JSON]
 
 The card reports FD-EffNet (Fréchet distance on EfficientNet-Lite0 features — not the Inception FID of
-papers), KID, precision and recall against the training data, next to two reference points measured the
-same way: the same network with random weights (ceiling) and two disjoint halves of the data (floor).
+papers), KID, precision, recall and C2ST (a classifier two-sample test that uses no ImageNet features) against
+the training data, next to two reference points measured the same way: the same network with random weights
+(ceiling) and two disjoint halves of the data (floor).
 With `--demo`, it adds the fine-tuning demonstration that scripts/finetune_demo.sh summarised.
 """
 
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.checkpoints import CheckpointBundle, load_checkpoint, save_checkpoint  # noqa: E402
 from models.seeds import z_from_seed  # noqa: E402
 from training.dataset import PreparedDataset  # noqa: E402
-from training.metrics import extract_features, metrics_from_features  # noqa: E402
+from training.metrics import c2st, extract_features, metrics_from_features  # noqa: E402
 from training.run_dir import RunDir, save_image_grid, to_uint8  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,8 +68,8 @@ our own tool, for a fixed short budget:
 **{summary["kimg"]:g} kimg, {summary["wall_s"] / 60:.0f} minutes** on the CPU above
 (`bash scripts/finetune_demo.sh`: the `finetune` preset, batch 8, ADA).
 
-| vs Noto Color Emoji ({n} images a side) | FD-EffNet | KID-EffNet | precision | recall |
-| --- | --- | --- | --- | --- |
+| vs Noto Color Emoji ({n} images a side) | FD-EffNet | KID-EffNet | precision | recall | C2ST |
+| --- | --- | --- | --- | --- | --- |
 {row("before: the bundled model", summary["before"])}
 {row(f"after {summary['kimg']:g} kimg of fine-tuning", summary["after"])}
 
@@ -109,12 +110,18 @@ def main() -> None:
     n = min(args.n, data.num_images // 2)
     reals = np.stack([data[int(i)][0].permute(1, 2, 0).numpy() for i in order[: 2 * n]])
     real_f = extract_features(reals)
-    model = metrics_from_features(real_f[:n], extract_features(generate(bundle.G_ema, n)))
+
+    def measure(fakes: np.ndarray, fake_f: np.ndarray) -> dict:
+        return {**metrics_from_features(real_f[:n], fake_f), **c2st(reals[:n], fakes)}
+
+    fakes = generate(bundle.G_ema, n)
+    model = measure(fakes, extract_features(fakes))
     random_G = copy.deepcopy(bundle.G_ema)
     torch.manual_seed(0)
     fresh = type(random_G)(**random_G.init_kwargs).eval()
-    random_metrics = metrics_from_features(real_f[:n], extract_features(generate(fresh, n)))
-    halves = metrics_from_features(real_f[:n], real_f[n : 2 * n])
+    fakes = generate(fresh, n)
+    random_metrics = measure(fakes, extract_features(fakes))
+    halves = measure(reals[n : 2 * n], real_f[n : 2 * n])
 
     out_dir = REPO / "resources" / "models"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -127,6 +134,7 @@ def main() -> None:
         "dataset": "Fluent Emoji 3D 1.1.0 (@lobehub/fluent-emoji-3d, MIT), composited on white, 64 px, x-flips",
         "licence": "weights: MIT (trained by GAN Studio on MIT-licensed images)",
         "fd_effnet": model["fd_effnet"],
+        "c2st": model["c2st"],
         "wall_time_h": round(wall_s / 3600, 2),
         "hardware": args.hardware,
     }
@@ -138,7 +146,11 @@ def main() -> None:
         save_image_grid(to_uint8(bundle.G_ema.render(z, noise_mode="const")), 8, grid_path)
 
     def row(name: str, m: dict) -> str:
-        return f"| {name} | {m['fd_effnet']:.1f} | {m['kid_effnet']:.4f} | {m['precision']:.3f} | {m['recall']:.3f} |"
+        c2st_cell = f"{m['c2st']:.3f}" if "c2st" in m else "not measured"  # summaries made before C2ST existed
+        return (
+            f"| {name} | {m['fd_effnet']:.1f} | {m['kid_effnet']:.4f} | {m['precision']:.3f} | {m['recall']:.3f} "
+            f"| {c2st_cell} |"
+        )
 
     span = random_metrics["fd_effnet"] - halves["fd_effnet"]
     closed = (random_metrics["fd_effnet"] - model["fd_effnet"]) / span if span > 0 else 0.0
@@ -194,10 +206,12 @@ so that ADA could react within a short run.
 ## Quality (FD-EffNet — Fréchet distance on EfficientNet-Lite0 features, *not* the Inception FID of papers)
 {n} generated images (random z, ψ = 1, const noise) against {n} training images; lower FD/KID is better,
 precision = share of generated images inside the data's manifold, recall = share of the data covered
-(k = 3 nearest neighbours, Kynkäänniemi et al. 2019).
+(k = 3 nearest neighbours, Kynkäänniemi et al. 2019). C2ST, which shares nothing with the ImageNet features:
+a small CNN trained from scratch on half of each set to tell generated from real images, scored on the other
+half (0.5: it cannot tell them apart; 1.0: every generated image gives itself away).
 
-| | FD-EffNet | KID-EffNet | precision | recall |
-| --- | --- | --- | --- | --- |
+| | FD-EffNet | KID-EffNet | precision | recall | C2ST |
+| --- | --- | --- | --- | --- | --- |
 {row("this model", model)}
 {row("same network, random weights (ceiling)", random_metrics)}
 {row("two disjoint halves of the data (floor)", halves)}

@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("metrics", help="FD-EffNet, KID, precision and recall of a model against images")
+    p = sub.add_parser("metrics", help="FD-EffNet, KID, precision, recall and C2ST of a model against images")
     p.add_argument("--model", help="model file (default: the bundled model)")
     p.add_argument("--data", required=True, help="a folder, zip or prepared dataset")
     p.add_argument("--n", type=int, default=2000, help="images per side")

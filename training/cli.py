@@ -38,7 +38,7 @@ _FLAGS: list[tuple[str, type, str]] = [
     ("--seed", int, "random seed"),
     ("--snap-kimg", float, "checkpoint every N kimg"),
     ("--sample-kimg", float, "sample grid every N kimg"),
-    ("--metrics-kimg", float, "FD-EffNet / KID / precision / recall every N kimg (0: off)"),
+    ("--metrics-kimg", float, "FD-EffNet / KID / precision / recall / C2ST every N kimg (0: off)"),
     ("--keep-checkpoints", int, "how many checkpoints to keep"),
     ("--channel-base", int, "network width (from scratch)"),
     ("--channel-max", int, "widest layer (from scratch)"),

@@ -106,7 +106,7 @@ def test_refused_file_gives_a_clear_error_and_exit_code(tmp_path):
     assert "broken.pkl" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_metrics_prints_fd_effnet_kid_precision_recall(tiny_model, tmp_path, capsys):
+def test_metrics_prints_fd_effnet_kid_precision_recall_c2st(tiny_model, tmp_path, capsys):
     from tests.training.conftest import make_discs
 
     data = make_discs(tmp_path / "discs", 12, size=32)
@@ -114,6 +114,7 @@ def test_metrics_prints_fd_effnet_kid_precision_recall(tiny_model, tmp_path, cap
     result = json.loads(capsys.readouterr().out)
     assert result["n_real"] == result["n_fake"] == 12
     assert result["fd_effnet"] > 0 and 0 <= result["precision"] <= 1 and 0 <= result["recall"] <= 1
+    assert 0 <= result["c2st"] <= 1 and result["c2st_n"] == 12
     assert "not Inception FID" in result["metric_features"]
 
 

@@ -98,6 +98,7 @@ def test_run_live_samples_curves_stop_explore_resume_and_kill(qtbot, window, tmp
     qtbot.waitUntil(lambda: len(panel.samples()) >= 2 and panel.losses.points() >= 4 and panel.fd.points() >= 1,
                     timeout=RUN_MS)
     assert set(panel.precision_recall.series) == {"precision", "recall"}
+    assert panel.c2st.points() == panel.fd.points() and 0 <= panel.c2st.series["C2ST"][0][1] <= 1
     assert "started" in kinds(panel) and "progress" in kinds(panel)
     grid = panel.sample_image
     assert (grid.width(), grid.height()) == (8 * 16, 4 * 16)  # the 8×4 grid of 16 px samples, as written
@@ -159,6 +160,7 @@ def test_run_live_samples_curves_stop_explore_resume_and_kill(qtbot, window, tmp
     assert reopened.runs.itemData(0).path == panel.run_dir and reopened.runs.itemData(0).resumable
     reopened.show_run(reopened.runs.itemData(0))
     assert len(reopened.samples()) >= 2 and reopened.losses.points() >= 4 and reopened.fd.points() >= 1
+    assert reopened.c2st.points() == reopened.fd.points()  # read back from stats.jsonl, like FD
     assert reopened.resume_button.isEnabled()
 
 

@@ -218,6 +218,7 @@ def test_metrics_are_logged_during_training(tmp_path, discs_folder):
     metrics = [e for e in events if e["event"] == "metrics"]
     assert len(metrics) == 1 and metrics[0]["n_real"] == metrics[0]["n_fake"] == 10
     assert metrics[0]["fd_effnet"] > 0
+    assert 0 <= metrics[0]["c2st"] <= 1 and metrics[0]["c2st_n"] == 10
     logged = [json.loads(line) for line in RunDir(config.out).stats_path.open()]
     assert any(e["event"] == "metrics" for e in logged)
 

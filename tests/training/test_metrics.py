@@ -1,4 +1,4 @@
-"""FD-EffNet, KID-EffNet and precision/recall on procedural images and on features with known answers."""
+"""FD-EffNet, KID-EffNet, precision/recall and C2ST on procedural images and on features with known answers."""
 
 import numpy as np
 import pytest
@@ -8,6 +8,7 @@ from PIL import Image, ImageFilter
 
 from training import metrics
 from training.metrics import (
+    c2st,
     compute_metrics,
     extract_features,
     frechet_distance,
@@ -17,6 +18,7 @@ from training.metrics import (
 )
 
 HALF = 32  # images per half; the extractor runs ~20 images/s at 224 px on two CPU cores
+C2ST_N = 200  # images a side for the two-sample tests: chance gives 0.5 ± 0.035 (one sd) on 100 held out a side
 
 
 def _procedural_images(n: int, rng: np.random.Generator, size: int = 64) -> np.ndarray:
@@ -38,6 +40,17 @@ def _procedural_images(n: int, rng: np.random.Generator, size: int = 64) -> np.n
             image = np.where(disc, rng.uniform(0, 1, 3), image)
         images[i] = image
     return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _squares(n: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    """Another kind of image: one flat-coloured square on a flat background, no gradients or stripes."""
+    images = np.empty((n, size, size, 3), dtype=np.uint8)
+    for i in range(n):
+        images[i] = rng.integers(0, 256, 3)
+        side = rng.integers(size // 4, size // 2)
+        x, y = rng.integers(0, size - side, 2)
+        images[i, y : y + side, x : x + side] = rng.integers(0, 256, 3)
+    return images
 
 
 def _blur(images: np.ndarray, radius: float) -> np.ndarray:
@@ -121,10 +134,49 @@ def test_compute_metrics_with_a_generator_callable():
 
     result = compute_metrics(_procedural_images(6, rng, size=32), generated_batches(sample_fn, 6, batch_size=4))
     assert requested == [4, 2]
-    assert set(result) == {"fd_effnet", "kid_effnet", "precision", "recall", "n_real", "n_fake"}
-    assert result["n_real"] == result["n_fake"] == 6
+    assert set(result) == {"fd_effnet", "kid_effnet", "precision", "recall", "n_real", "n_fake", "c2st", "c2st_n"}
+    assert result["n_real"] == result["n_fake"] == result["c2st_n"] == 6
+    assert 0 <= result["c2st"] <= 1
     assert result["fd_effnet"] > 0 and np.isfinite(result["kid_effnet"])
     assert 0 <= result["precision"] <= 1 and 0 <= result["recall"] <= 1
+
+
+@pytest.fixture(scope="module")
+def c2st_sets() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    return {"first": _procedural_images(C2ST_N, rng, size=32), "second": _procedural_images(C2ST_N, rng, size=32)}
+
+
+def test_c2st_is_at_chance_on_one_distribution_and_near_one_on_two(c2st_sets):
+    same = c2st(c2st_sets["first"], c2st_sets["second"], size=32)
+    assert same["c2st_n"] == C2ST_N
+    assert 0.35 < same["c2st"] < 0.65
+    different = c2st(c2st_sets["first"], _squares(C2ST_N, np.random.default_rng(8)), size=32)
+    assert different["c2st"] >= 0.9 and different["c2st_n"] == C2ST_N
+
+
+def test_c2st_is_deterministic_fp32_and_leaves_threads_alone(c2st_sets):
+    first, second = c2st_sets["first"], _blur(c2st_sets["second"], 0.5)
+    threads = torch.get_num_threads()
+    reference = c2st(first, second, size=32, seed=3)
+    assert 0.5 < reference["c2st"] < 1.0  # a partly visible difference, so a changed seed or dtype would show
+    assert torch.get_num_threads() == threads
+    # Under bf16 autocast and inference mode (as the training loop renders) it still trains, in fp32.
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert c2st(first, second, size=32, seed=3) == reference
+    assert c2st(first, second, size=32, seed=4) != reference
+
+
+def test_c2st_takes_any_size_layout_and_batching():
+    rng = np.random.default_rng(9)
+    real, fake = _procedural_images(8, rng, size=48), _squares(6, rng, size=48)
+    nchw = [torch.from_numpy(real).permute(0, 3, 1, 2)[:5], real[5:]]
+    assert c2st(nchw, fake, size=16, steps=20) == c2st(real, fake, size=16, steps=20)
+    assert c2st(real, fake, size=16, steps=20)["c2st_n"] == 6
+    with pytest.raises(ValueError, match="at least 2 images a side"):
+        c2st(real, fake[:1])
+    with pytest.raises(ValueError, match="no images"):
+        c2st([], fake)
 
 
 def test_weights_load_without_unpickling_code(monkeypatch):

@@ -100,7 +100,7 @@ class TrainPanel(QWidget):
         self._scratch_rates: bool | None = None  # whether the learning rate shown is the from-scratch one
         self.sample_image = QImage()
 
-        # The content scrolls when the dock is shorter than it needs (a wrapped warning, four charts), instead
+        # The content scrolls when the dock is shorter than it needs (a wrapped warning, five charts), instead
         # of squeezing the charts below their size; taller, the sample grid takes the extra height.
         content = QWidget()
         scroll = QScrollArea(widgetResizable=True, frameShape=QFrame.Shape.NoFrame)
@@ -221,8 +221,14 @@ class TrainPanel(QWidget):
             "Precision: how many generated images look like the data. Recall: how much of the data's variety "
             "the generator covers (low recall is mode collapse)"
         )
+        self.c2st = LineChart("C2ST accuracy (0.5 is best)", y_range=(0.5, 1.0))
+        self.c2st.setToolTip(
+            "Classifier two-sample test: a small network trained from scratch (no ImageNet features) to tell "
+            "generated images from the data, scored on images it did not train on. 0.5: it cannot tell them "
+            "apart; 1.0: every generated image gives itself away"
+        )
         charts = QGridLayout()
-        for i, chart in enumerate((self.losses, self.augment, self.fd, self.precision_recall)):
+        for i, chart in enumerate(self._charts()):
             charts.addWidget(chart, i // 2, i % 2)
         box = QWidget()
         layout = QVBoxLayout(box)
@@ -231,6 +237,9 @@ class TrainPanel(QWidget):
         layout.addWidget(self.status)
         layout.addLayout(charts)
         return box
+
+    def _charts(self) -> tuple[LineChart, ...]:
+        return self.losses, self.augment, self.fd, self.precision_recall, self.c2st
 
     def _samples_box(self) -> QGroupBox:
         self.sample_view = QLabel("Sample grids appear here as the run goes.")
@@ -642,6 +651,8 @@ class TrainPanel(QWidget):
         for name in ("precision", "recall"):
             if event.get(name) is not None:
                 self.precision_recall.add(name, kimg, float(event[name]))
+        if event.get("c2st") is not None:
+            self.c2st.add("C2ST", kimg, float(event["c2st"]))
 
     def _set_bar(self, done: float, total: float) -> None:
         self.bar.setValue(int(1000 * min(done / total, 1.0)))
@@ -729,7 +740,7 @@ class TrainPanel(QWidget):
     def _clear_run(self) -> None:
         self.events, self._samples, self._checkpoints, self._run_notes = [], [], [], []
         self._warned_p = False
-        for chart in (self.losses, self.augment, self.fd, self.precision_recall):
+        for chart in self._charts():
             chart.clear()
         self.timeline.setRange(0, 0)
         self.timeline_label.clear()

@@ -39,8 +39,9 @@ def test_dropped_model_is_imported_opened_and_the_gui_stays_responsive(
     assert not window.models_panel.busy.isVisible()
     assert window.controller.entry.name == "tiny" and window._stack.currentIndex() == 1
     assert np.array_equal(canvas(window), engine_render(window, window.controller.state))
-    # The GUI thread kept handling events all along: no gap between timer ticks as long as a render.
-    assert len(ticks) > 5 and max(np.diff(ticks)) < 0.5
+    # The GUI thread kept handling events all along: no gap between timer ticks as long as a render. (How many
+    # ticks there are depends on how fast the import was, not on the GUI.)
+    assert len(ticks) >= 2 and max(np.diff(ticks)) < 0.5
 
 
 def test_refused_model_file_shows_the_importers_specific_message(qtbot, empty_home, tmp_path, make_window):

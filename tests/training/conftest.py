@@ -8,8 +8,25 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from training.config import TrainConfig
+
 # A network small enough that a training step takes milliseconds on two CPU cores.
 TINY = dict(resolution=16, channel_base=256, channel_max=32, z_dim=32, w_dim=32, map_layers=2)
+
+
+def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
+    values = dict(
+        data=str(data),
+        out=str(out),
+        kimg=0.064,
+        batch=8,
+        snap_kimg=0.032,
+        sample_kimg=0.032,
+        pl_weight=0.0,
+        **TINY,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
 
 
 def make_discs(folder: Path, count: int, size: int = 32, seed: int = 0) -> Path:

@@ -15,7 +15,7 @@ import torch
 
 from models.checkpoints import load_checkpoint
 from models.seeds import z_from_seed
-from tests.training.conftest import TINY
+from tests.training.conftest import TINY, tiny_config
 from training.cli import _Output, build_parser, config_from_args
 from training.config import PRESETS, ConfigError, TrainConfig
 from training.loop import InfiniteSampler, train
@@ -23,21 +23,6 @@ from training.run_dir import RunDir, to_uint8
 
 REPO = Path(__file__).resolve().parents[2]
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny networks: one thread per process is fastest
-
-
-def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
-    values = dict(
-        data=str(data),
-        out=str(out),
-        kimg=0.064,
-        batch=8,
-        snap_kimg=0.032,
-        sample_kimg=0.032,
-        pl_weight=0.0,
-        **TINY,
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
 
 
 def cli_args(data: Path, out: Path, kimg: float, *extra: str) -> list[str]:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models.checkpoints import load_checkpoint
-from tests.training.conftest import TINY
+from tests.training.conftest import tiny_config
 from training.cli import build_parser, config_from_args
 from training.config import PRESETS, ConfigError, TrainConfig
 from training.loop import TrainingError, train
@@ -20,20 +20,8 @@ CPU = torch.device("cpu")
 
 
 def projected_config(data, out, **overrides) -> TrainConfig:
-    values = dict(
-        data=str(data),
-        out=str(out),
-        kimg=0.032,
-        batch=8,
-        snap_kimg=0.016,
-        sample_kimg=1.0,
-        precision="fp32",
-        **{**TINY, "resolution": 32},
-        **PRESETS["finetune-fast"],
-        projected_size=64,
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
+    values = dict(kimg=0.032, snap_kimg=0.016, sample_kimg=1.0, precision="fp32", resolution=32, projected_size=64)
+    return tiny_config(data, out, **{**values, **PRESETS["finetune-fast"], **overrides})
 
 
 def images(n: int, size: int, seed: int = 0) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Time to quality at equal CPU time: fine-tuning recipes compared on Noto Color Emoji.
 
 Run on demand (minutes to an hour):
-    python benchmarks/quality.py [--recipes finetune,finetune-fast] [--cpu-minutes 6] [--eval-every 1]
+    python benchmarks/quality.py [--recipes finetune finetune-fast] [--cpu-minutes 6] [--eval-every 1]
                                  [--n 500] [--threads 1] [--work DIR] [--one-at-a-time] [--measure-only]
 
 Each recipe (a preset of `gan-studio-train`, optionally with `:key=value;...` overrides) fine-tunes the bundled
@@ -13,8 +13,10 @@ process's start-up). The recipes train side by side (so they share the machine's
 model file; at the budget it stops the run through its STOP file. Afterwards, in this process, every kept
 G_ema is measured against the same `--n` real images: FD-EffNet (plus KID, precision, recall) and, when
 training/metrics.py has it, the classifier two-sample test `c2st` (accuracy of a small CNN telling real from
-generated on pixels; 0.5 means indistinguishable). FD-EffNet uses the same EfficientNet-Lite0 as the projected
-discriminator, which trains G in that feature space, so it flatters that recipe; C2ST does not share it.
+generated on pixels; 0.5 means indistinguishable), and the gap between the average colours of generated and
+real images (mean absolute difference of the RGB means, 0-255: a colour drift FD can miss). FD-EffNet uses
+the same EfficientNet-Lite0 as the projected discriminator, which trains G in that feature space, so it
+flatters that recipe; C2ST and the colour gap do not share it.
 `--measure-only` measures the kept models of the last run again (e.g. once `c2st` is there).
 
 Writes to --work: results.json, a chart fd-vs-cpu.png, and sample grids (seeds 0-31, as the training runs draw
@@ -73,9 +75,9 @@ def noto_dataset(work: Path, font: str) -> Path:
 
 
 def parse_recipe(spec: str) -> tuple[str, list[str]]:
-    """'finetune-fast:g_lr=0.001,d_lr=0.0002' → the preset and its `--set` overrides."""
+    """'finetune-fast:g_lr=0.001;diffaug_policy=translation,cutout' → the preset and its `--set` overrides."""
     preset, _, overrides = spec.partition(":")
-    return preset, [item for item in overrides.split(",") if item]
+    return preset, [item for item in overrides.split(";") if item]
 
 
 def train_for_cpu_budget(
@@ -184,6 +186,9 @@ class Evaluator:
 
     def scores(self, reals: np.ndarray, fakes: np.ndarray, fake_features: np.ndarray) -> dict:
         result = metrics.metrics_from_features(self.real_features, fake_features)
+        # A check in pixels, outside the feature space: how far the average colour is from the data's (0-255).
+        gap = fakes.reshape(-1, 3).mean(axis=0) - reals.reshape(-1, 3).mean(axis=0)
+        result["rgb_mean_gap"] = float(np.abs(gap).mean())
         c2st = getattr(metrics, "c2st", None)  # another branch adds it; used when present
         if c2st is not None:
             nchw = [torch.from_numpy(x).permute(0, 3, 1, 2).contiguous() for x in (reals, fakes)]
@@ -243,8 +248,9 @@ def line_chart(
         draw.line(xy, fill=colour, width=2)
         for px, py in xy:
             draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
-        draw.line([left + 8, top + 31 + 16 * i, left + 28, top + 31 + 16 * i], fill=colour, width=2)
-        draw.text((left + 34, top + 24 + 16 * i), name, fill=colour)
+        legend_y = height - bottom - 40 - 16 * (len(series) - i)
+        draw.line([left + 8, legend_y + 7, left + 28, legend_y + 7], fill=colour, width=2)
+        draw.text((left + 34, legend_y), name, fill=colour)
     image.save(path)
 
 
@@ -252,8 +258,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--recipes",
-        default="finetune,finetune-fast",
-        help="comma-separated presets, each optionally PRESET:key=value;key=value (';' for many)",
+        nargs="+",
+        default=["finetune", "finetune-fast"],
+        help="presets, each optionally with overrides: PRESET:key=value;key=value",
     )
     parser.add_argument("--cpu-minutes", type=float, default=6.0, help="training budget per recipe")
     parser.add_argument("--eval-every", type=float, default=1.0, help="CPU minutes between measured checkpoints")
@@ -269,7 +276,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     data = noto_dataset(args.work, args.font)
-    specs = [spec.replace(";", ",") for spec in args.recipes.split(",") if spec]
+    specs = args.recipes
 
     if args.measure_only:
         runs = json.loads((args.work / "results.json").read_text())["runs"]
@@ -278,7 +285,7 @@ def main() -> None:
         print(f"training {', '.join(specs)} for {args.cpu_minutes} CPU-minutes each, {args.threads} thread(s)")
 
         def train_recipe(spec: str) -> dict:
-            folder = args.work / spec.replace(":", "_").replace(",", "_").replace("=", "-")
+            folder = args.work / "".join(c if c.isalnum() or c in "-." else "_" for c in spec)
             budget, every = args.cpu_minutes * 60, args.eval_every * 60
             return train_for_cpu_budget(spec, data, folder / "run", folder / "kept", budget, every, args.threads)
 
@@ -297,11 +304,13 @@ def main() -> None:
         save_grid(Path(run["grid"]), Path(run["kept"][-1]["path"]))
 
     has_c2st = "c2st" in before
-    header = f"{'recipe':<34} {'CPU-min':>8} {'kimg':>6} {'FD-EffNet':>10} {'KID':>8}" + ("  C2ST" if has_c2st else "")
+    header = f"{'recipe':<44} {'CPU-min':>8} {'kimg':>6} {'FD-EffNet':>10} {'KID':>8} {'RGB gap':>8}"
+    header += "  C2ST" if has_c2st else ""
     print(header)
 
     def row(name: str, cpu_min: float, kimg: float, m: dict) -> str:
-        text = f"{name:<34} {cpu_min:>8.2f} {kimg:>6.2f} {m['fd_effnet']:>10.1f} {m['kid_effnet']:>8.4f}"
+        text = f"{name:<44} {cpu_min:>8.2f} {kimg:>6.2f} {m['fd_effnet']:>10.1f} {m['kid_effnet']:>8.4f}"
+        text += f" {m['rgb_mean_gap']:>8.1f}"
         return text + (f"  {m['c2st']:.3f}" if has_c2st else "")
 
     print(row("base model (before)", 0, 0, before))

@@ -129,7 +129,10 @@ class _Output:
 
     def __call__(self, event: dict[str, Any]) -> None:
         if self.jsonl:
-            print(json.dumps(event), flush=True)
+            # One write per line: under torchrun the ranks share stdout, and print's separate write of the
+            # newline (unbuffered Python) let another rank's event land in the middle of a line.
+            sys.stdout.write(json.dumps(event) + "\n")
+            sys.stdout.flush()
             return
         kind = event["event"]
         if kind == "started":

@@ -98,3 +98,20 @@ def window(qtbot, library_home: Path, make_window):
     window = make_window()
     settle(qtbot, window)
     return window
+
+
+@pytest.fixture(scope="module")
+def event_loop_cycled(qapp) -> None:
+    """One short `exec()` before a module that waits for worker results. After an earlier test ran
+    `app.exec()` with a window shown (test_ui_export's run_app test), Qt's `processEvents` stops delivering
+    events posted from other threads until the loop runs again, so worker results never land."""
+    from PySide6.QtCore import QTimer
+
+    QTimer.singleShot(10, qapp.quit)
+    qapp.exec()
+
+
+@pytest.fixture
+def one_thread_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The training subprocess inherits this: two processes on two cores must not oversubscribe them."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")

@@ -12,7 +12,7 @@ import re
 import numpy as np
 import pytest
 from PIL import Image
-from PySide6.QtCore import QPoint, Qt, QTimer
+from PySide6.QtCore import QPoint, Qt
 
 from studio.engine.recipe import read_recipe
 from tests.studio.test_ui_dataset import make_folder
@@ -25,17 +25,7 @@ QUICK_RUN = {"batch": 8, "sample_kimg": 0.04, "snap_kimg": 0.04, "progress_inter
              "precision": "fp32", "metrics_kimg": 0.0}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def event_loop_cycled(qapp) -> None:
-    """One short `exec()` first: after another test ran `app.exec()`, worker results land only once the loop
-    ran again (see test_ui_train.py)."""
-    QTimer.singleShot(10, qapp.quit)
-    qapp.exec()
-
-
-@pytest.fixture(autouse=True)
-def one_thread_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+pytestmark = pytest.mark.usefixtures("event_loop_cycled", "one_thread_training")
 
 
 def test_first_run_journey(qtbot, empty_home, tiny_model, make_window, monkeypatch, tmp_path):

@@ -30,19 +30,7 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def event_loop_cycled(qapp) -> None:
-    """One short `exec()` first. After an earlier test ran `app.exec()` with a window shown (test_ui_export's
-    run_app test), Qt's `processEvents` stops delivering events posted from other threads until the loop
-    runs again, so worker results never land. This file is the one that sorts after that test."""
-    QTimer.singleShot(10, qapp.quit)
-    qapp.exec()
-
-
-@pytest.fixture(autouse=True)
-def one_thread_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The training subprocess inherits this: two processes on two cores must not oversubscribe them."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+pytestmark = pytest.mark.usefixtures("event_loop_cycled", "one_thread_training")
 
 
 def blobs(window, tmp_path: Path) -> str:

@@ -1,6 +1,10 @@
 """Package a finished training run as a bundled model: fp16 weights, a sample grid and a model card.
 
     python scripts/model_card.py --run RUN_DIR [--name fluent-emoji-64] [--n 1000] [--demo SUMMARY_JSON]
+        [--previous MODEL]
+
+A run that continued an earlier model (its `--base`, or MODEL when that file has since been replaced) adds
+its kimg and hours to that model's training record: the card lists each stage and its recipe.
 
 The card reports FD-EffNet (Fréchet distance on EfficientNet-Lite0 features — not the Inception FID of
 papers), KID, precision, recall and C2ST (a classifier two-sample test that uses no ImageNet features) against
@@ -41,6 +45,38 @@ def generate(G, n: int, seed: int = 1) -> np.ndarray:
             z = torch.randn([min(32, n - start), G.z_dim], generator=gen)
             out.append(to_uint8(G.render(z, noise_mode="const")))
     return np.concatenate(out)
+
+
+def recipe_summary(config: dict) -> str:
+    """The options that tell one run's recipe from another's, as the card prints them."""
+    keys = ["channel_base", "channel_max", "z_dim", "w_dim", "map_layers"] if config["base"] == "scratch" else []
+    keys += ["batch", "g_lr", "d_lr", "discriminator", "gan_loss", "aug", "mirror", "pl_weight"]
+    keys += {"ada": ["ada_target", "ada_kimg"], "diffaug": ["diffaug_policy"]}.get(config["aug"], [])
+    keys += ["projected_size"] if config.get("discriminator") == "projected" else ["r1_gamma"]
+    return ", ".join(f"{k}={config.get(k)}" for k in keys)
+
+
+def earlier_stages(previous: Path | None) -> list[dict]:
+    """The training record of the model a run continued: its own stages, or one stage for a model made before
+    cards recorded them."""
+    if previous is None:
+        return []
+    record = load_checkpoint(previous).meta.training
+    if "stages" in record:
+        return list(record["stages"])
+    scratch = record.get("base") == "scratch"
+    recipe = "from scratch, StyleGAN2 discriminator, logistic loss with R1, ADA" if scratch else "not recorded"
+    return [{"kimg": record["kimg"], "wall_time_h": record["wall_time_h"], "recipe": recipe}]
+
+
+def stage_lines(stages: list[dict]) -> str:
+    lines = []
+    for number, stage in enumerate(stages, 1):
+        precision = f", {stage['precision']}" if "precision" in stage else ""
+        lines.append(
+            f"{number}. **{stage['kimg']:.1f} kimg**, {stage['wall_time_h']:.2f} h{precision}: {stage['recipe']}"
+        )
+    return "\n".join(lines)
 
 
 def demo_verdict(summary: dict) -> str:
@@ -89,6 +125,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="images per side for the metrics")
     parser.add_argument("--hardware", default=f"{platform.processor() or platform.machine()}, no GPU")
     parser.add_argument("--demo", type=Path, help="summary.json of scripts/finetune_demo.sh")
+    parser.add_argument("--previous", type=Path, help="the model this run continued (default: the run's --base)")
+    parser.add_argument("--precision", default="fp32", help="what the run computed in, for the card")
+    parser.add_argument("--stage-note", default="", help="anything the run's config.json does not say")
     args = parser.parse_args()
 
     run = RunDir(args.run)
@@ -102,7 +141,18 @@ def main() -> None:
         if b["elapsed_s"] > a["elapsed_s"]
     )
     bundle = load_checkpoint(latest.network)
-    kimg = latest.nimg / 1000
+    previous = args.previous or (None if config["base"] == "scratch" else Path(config["base"]))
+    stages = earlier_stages(previous)
+    stages.append(
+        {
+            "kimg": round(latest.nimg / 1000, 3),
+            "wall_time_h": round(wall_s / 3600, 2),
+            "recipe": recipe_summary(config) + (f" ({args.stage_note})" if args.stage_note else ""),
+            "precision": args.precision,
+        }
+    )
+    kimg = sum(stage["kimg"] for stage in stages)
+    wall_h = sum(stage["wall_time_h"] for stage in stages)
 
     given = Path(config["data"])  # a prepared dataset, or images the run prepared into RUN/dataset
     data = PreparedDataset(given if (given / "manifest.json").exists() else Path(args.run) / "dataset", xflip=False)
@@ -121,6 +171,10 @@ def main() -> None:
     fresh = type(random_G)(**random_G.init_kwargs).eval()
     fakes = generate(fresh, n)
     random_metrics = measure(fakes, extract_features(fakes))
+    previous_metrics = None
+    if previous is not None:  # what this run's stage bought, on the same real images
+        fakes = generate(load_checkpoint(previous).G_ema, n)
+        previous_metrics = measure(fakes, extract_features(fakes))
     halves = measure(reals[n : 2 * n], real_f[n : 2 * n])
 
     out_dir = REPO / "resources" / "models"
@@ -129,14 +183,15 @@ def main() -> None:
     grid_path = out_dir / f"{args.name}-samples.png"
     bundle.meta.source_name = f"{args.name}.safetensors"
     bundle.meta.training = {
-        **{k: v for k, v in bundle.meta.training.items() if k not in ("run_dir", "dataset")},
+        **{k: v for k, v in bundle.meta.training.items() if k not in ("run_dir", "dataset", "base")},
         "kimg": kimg,
         "dataset": "Fluent Emoji 3D 1.1.0 (@lobehub/fluent-emoji-3d, MIT), composited on white, 64 px, x-flips",
         "licence": "weights: MIT (trained by GAN Studio on MIT-licensed images)",
         "fd_effnet": model["fd_effnet"],
         "c2st": model["c2st"],
-        "wall_time_h": round(wall_s / 3600, 2),
+        "wall_time_h": round(wall_h, 2),
         "hardware": args.hardware,
+        "stages": stages,
     }
     save_checkpoint(
         weights, CheckpointBundle(bundle.G_ema, bundle.G, bundle.D, bundle.augment_p, bundle.meta), torch.float16
@@ -160,26 +215,23 @@ def main() -> None:
         else "**Not yet better than random weights by FD-EffNet**: this run is far too short; it is shipped so the"
         " app has something to open, and its training continues (`gan-studio-train --resume`)."
     )
-    keys = (
-        "channel_base",
-        "channel_max",
-        "z_dim",
-        "w_dim",
-        "map_layers",
-        "batch",
-        "g_lr",
-        "d_lr",
-        "aug",
-        "ada_target",
-        "ada_kimg",
-        "mirror",
-        "pl_weight",
+    rows = [row("this model", model)]
+    if previous_metrics:
+        rows.append(row(f"before the last stage ({kimg - stages[-1]['kimg']:.1f} kimg)", previous_metrics))
+    rows.append(row("same network, random weights (ceiling)", random_metrics))
+    rows.append(row("two disjoint halves of the data (floor)", halves))
+    table_rows = "\n".join(rows)
+    projected_note = (
+        "The StyleGAN discriminator shipped for fine-tuning is the last one a StyleGAN-D stage trained: a projected"
+        " discriminator's heads live in its run folder, not in model files.\n"
+        if config.get("discriminator") == "projected"
+        else ""
     )
     card = f"""# {args.name}: GAN Studio's bundled default generator
 
 A StyleGAN2 generator ({bundle.meta.resolution}×{bundle.meta.resolution} px, {bundle.meta.num_ws} style layers) trained
-from scratch by GAN Studio's own `gan-studio-train` on the Fluent Emoji 3D images. It is small and rough: it
-was trained on two CPU cores, so it is a toy to play with and a base to fine-tune, not a showcase of StyleGAN.
+by GAN Studio's own `gan-studio-train` on the Fluent Emoji 3D images. It is small and rough: it was trained
+on two CPU cores, so it is a toy to play with and a base to fine-tune, not a showcase of StyleGAN.
 
 ![samples, seeds 0–31](./{grid_path.name})
 
@@ -189,19 +241,18 @@ was trained on two CPU cores, so it is a toy to play with and a base to fine-tun
   duplicates (mostly skin-tone variants) and kept {data.num_images}; transparency composited on white,
   letterboxed (`--crop pad`) to 64×64; left-right mirrors added (`--mirror`).
 - **Weights**: MIT, like the rest of GAN Studio. Stored as fp16 (G_ema for rendering, plus G and D so it can
-  be fine-tuned, and ADA's p = {bundle.augment_p:.3f}).
+  be fine-tuned{f", and ADA's p = {bundle.augment_p:.3f}" if bundle.augment_p is not None else ""}).
 
 ## How it was made
 ```
 bash scripts/build_default_model.sh      # npm pack, then gan-studio-train (see the script for every option)
 python scripts/model_card.py --run RUN   # this card, the sample grid and the fp16 weights
 ```
-Options: {", ".join(f"{k}={config[k]}" for k in keys)}, R1 gamma {0.0002 * 64**2 / config["batch"]:.4f}
-(ADA's heuristic). The run started with `ada_kimg=500` and was resumed at 3.3 kimg with `--set ada_kimg=20`
-so that ADA could react within a short run.
+{stage_lines(stages)}
 
-- Trained: **{kimg:.1f} kimg** ({kimg * 1000 / config["batch"]:.0f} steps), {wall_s / 3600:.2f} h of training wall time.
-- Hardware: {args.hardware}; fp32 (this CPU has no native bf16), the cores shared with development work.
+{projected_note}
+- Trained: **{kimg:.1f} kimg** in all, {wall_h:.2f} h of training wall time.
+- Hardware: {args.hardware}, the cores shared with development work.
 
 ## Quality (FD-EffNet — Fréchet distance on EfficientNet-Lite0 features, *not* the Inception FID of papers)
 {n} generated images (random z, ψ = 1, const noise) against {n} training images; lower FD/KID is better,
@@ -212,16 +263,15 @@ half (0.5: it cannot tell them apart; 1.0: every generated image gives itself aw
 
 | | FD-EffNet | KID-EffNet | precision | recall | C2ST |
 | --- | --- | --- | --- | --- | --- |
-{row("this model", model)}
-{row("same network, random weights (ceiling)", random_metrics)}
-{row("two disjoint halves of the data (floor)", halves)}
+{table_rows}
 
 {verdict}
 """
     if args.demo:
         card += demo_section(json.loads(args.demo.read_text()), out_dir, args.name, row)
     (out_dir / f"{args.name}.md").write_text(card)
-    print(json.dumps({"model": model, "random": random_metrics, "halves": halves, "kimg": kimg}, indent=2))
+    figures = {"model": model, "previous": previous_metrics, "random": random_metrics, "halves": halves, "kimg": kimg}
+    print(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

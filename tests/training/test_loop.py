@@ -208,6 +208,38 @@ def test_metrics_are_logged_during_training(tmp_path, discs_folder):
     assert any(e["event"] == "metrics" for e in logged)
 
 
+@pytest.mark.slow
+def test_a_resumed_run_with_metrics_matches_the_uninterrupted_run(tmp_path, discs_folder, monkeypatch):
+    """The feature network is built once per process; building it must not draw from the training's random
+    stream, or the resumed process (which builds it again at its first metrics) trains on different noise."""
+    import functools
+
+    from training import metrics
+    from training.metrics import feature_extractor
+
+    # The real two-sample test, trained for 5 batches instead of 300: a minute less per metrics call here.
+    monkeypatch.setattr(metrics, "c2st", functools.partial(metrics.c2st, steps=5))
+    settings = dict(kimg=0.040, metrics_kimg=0.016, metrics_n=10)  # 5 steps; metrics after steps 2 and 4
+    whole = tiny_config(discs_folder, tmp_path / "whole", **settings)
+    feature_extractor.cache_clear()  # each run below is a fresh process in real life
+    train(whole)
+    split = tiny_config(discs_folder, tmp_path / "split", **settings)
+    seen = {"started": False, "steps": 0}
+
+    def stop_after_three_steps() -> bool:
+        seen["steps"] += seen["started"]
+        return seen["steps"] > 3
+
+    feature_extractor.cache_clear()
+    train(split, lambda e: seen.update(started=seen["started"] or e["event"] == "started"), stop_after_three_steps)
+    feature_extractor.cache_clear()
+    assert train(split, resume=True)["step"] == 5
+    a = load_checkpoint(RunDir(whole.out).latest_checkpoint().network)
+    b = load_checkpoint(RunDir(split.out).latest_checkpoint().network)
+    for (key, x), y in zip(a.G.state_dict().items(), b.G.state_dict().values(), strict=True):
+        assert torch.equal(x, y), f"G.{key} differs after a resume with metrics"
+
+
 RESUME_RECIPES = {
     "stylegan": dict(aug="ada", ada_kimg=5.0, pl_weight=1.0, pl_interval=2, r1_interval=2),
     "projected": dict(PRESETS["finetune-fast"], projected_size=64, pl_weight=1.0, pl_interval=2),

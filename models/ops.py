@@ -183,6 +183,14 @@ def conv2d_resample(
     return F.conv2d(x, w, padding=padding, groups=groups)
 
 
+def runs_in_fp16(x: torch.Tensor) -> bool:
+    """True when ops on `x` compute in fp16: an fp16 tensor, or fp16 autocast on its device."""
+    kind = x.device.type
+    return x.dtype == torch.float16 or (
+        torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) == torch.float16
+    )
+
+
 def modulated_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -204,6 +212,12 @@ def modulated_conv2d(
     """
     n = x.shape[0]
     out_c, in_c, kh, kw = weight.shape
+    if demodulate and runs_in_fp16(x):
+        # NVIDIA's fp16 safeguard: bring weight (per output channel) and styles (per sample) to unit scale
+        # before modulating, so x·styles and the convolution stay inside fp16's range (±65504). Demodulation
+        # divides both factors out again, so the result is unchanged.
+        weight = weight * (1 / math.sqrt(in_c * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
     weight = weight.to(x.dtype)
     styles = styles.to(x.dtype)
     dcoefs = None

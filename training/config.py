@@ -57,6 +57,8 @@ class TrainConfig:
     map_layers: int = 2
     channel_base: int = 16384
     channel_max: int = 512
+    # From scratch: activations clamped at ±conv_clamp. None: 256 (NVIDIA's choice) for fp16 runs, else none.
+    conv_clamp: float | None = None
     # The discriminator: StyleGAN2's own, or a projected one on frozen EfficientNet-Lite0 features
     # (training/projected.py) seeing images resized to projected_size px.
     discriminator: str = "stylegan"
@@ -154,6 +156,8 @@ class TrainConfig:
         need(self.metrics_kimg >= 0 and self.metrics_n >= 10, "--metrics-kimg must be ≥ 0 and --metrics-n ≥ 10")
         need(self.z_dim >= 1 and self.w_dim >= 1 and self.map_layers >= 1, "z/w sizes and mapping depth must be ≥ 1")
         need(self.channel_base >= 16 and self.channel_max >= 1, "channel base/max too small")
+        if self.conv_clamp is not None:
+            need(self.conv_clamp > 0, f"conv_clamp must be positive, not {self.conv_clamp}")
         need(self.progress_interval_s >= 0, "progress_interval_s must be ≥ 0")
 
     def length_unknown(self) -> bool:

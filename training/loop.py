@@ -36,6 +36,7 @@ from training.loss import (
     generator_loss,
     lazy_adam_hparams,
 )
+from training.numerics import StepGuard
 from training.pace import SmoothedRate, SpeedWarmUp
 from training.projected import ProjectedDiscriminator
 from training.run_dir import RunDir, RunInUse, save_image_grid, to_uint8
@@ -112,6 +113,10 @@ class Trainer:
             self.device = torch.device("cuda", local_rank)
             torch.cuda.set_device(self.device)
         self.dtype = select_precision(self.device, config.precision)
+        if not resume and config.base == "scratch" and config.conv_clamp is None and self.dtype is torch.float16:
+            # NVIDIA's choice for fp16: activations clamped at ±256 keep every layer inside fp16's range.
+            # config.json records it, so a resume builds the same network on any device.
+            self.config = config = dataclasses.replace(config, conv_clamp=256.0)
         self.run = RunDir(config.out)
         self.resume = resume
         self.start_time = time.time()
@@ -124,7 +129,7 @@ class Trainer:
         if self.rank != 0:
             return
         record = {"event": event, **fields}
-        if event in ("progress", "budget", "checkpoint", "samples", "metrics", "finished"):
+        if event in ("progress", "budget", "checkpoint", "samples", "metrics", "finished", "warning"):
             self.run.append_stats(record)
         self.progress_fn(record)
 
@@ -177,13 +182,18 @@ class Trainer:
                 img_resolution=cfg.resolution,
                 img_channels=3,
                 mapping_kwargs=dict(num_layers=cfg.map_layers),
-                synthesis_kwargs=dict(channel_base=cfg.channel_base, channel_max=cfg.channel_max),
+                synthesis_kwargs=dict(
+                    channel_base=cfg.channel_base, channel_max=cfg.channel_max, conv_clamp=cfg.conv_clamp
+                ),
             )
             G = Generator(**g_kwargs)
             G_ema = copy.deepcopy(G)
             D = None
             if cfg.discriminator == "stylegan":
-                D = Discriminator(0, cfg.resolution, 3, channel_base=cfg.channel_base, channel_max=cfg.channel_max)
+                D = Discriminator(
+                    0, cfg.resolution, 3, channel_base=cfg.channel_base, channel_max=cfg.channel_max,
+                    conv_clamp=cfg.conv_clamp,
+                )
             return G, D, G_ema, None, cfg.resolution
         bundle = load_checkpoint(cfg.base)
         if cfg.resolution is not None and cfg.resolution != bundle.meta.resolution:
@@ -282,6 +292,7 @@ class Trainer:
         opt_G = torch.optim.Adam(G.parameters(), lr=g_lr, betas=g_betas, eps=1e-8)
         opt_D = torch.optim.Adam(d_trainable, lr=d_lr, betas=d_betas, eps=1e-8)
         pl = PathLengthPenalty()
+        self.guard = StepGuard(self.device, self.dtype)
 
         cur_nimg, step = 0, 0
         if self.resume:
@@ -349,12 +360,15 @@ class Trainer:
         status = "completed"
 
         while total_nimg is None or cur_nimg < total_nimg:
-            if self.abort_fn():
+            if self._stop_requested():
                 status = "stopped"
                 break
             reals = torch.stack([dataset[next(data_iter)][0] for _ in range(batch_local)]).to(self.device)
             reals = reals.float() / 127.5 - 1
             losses = self._step(step, reals, parts, micro, rounds, r1_gamma)
+            if (report := self.guard.end_step(losses)) is not None:
+                self.emit("warning", step=step, **report)
+                self.dtype = self.guard.dtype  # fp32 from the next step on, if it fell back
             for k, v in losses.items():
                 tick_losses.setdefault(k, []).append(v)
             self._update_ema(G, G_ema, cur_nimg)
@@ -410,6 +424,17 @@ class Trainer:
         }
         self.emit("finished", **result)
         return result
+
+    def _stop_requested(self) -> bool:
+        """The stop request, decided for all ranks at once: when any rank is asked to stop (a signal or the
+        STOP file can reach ranks at different steps), every rank leaves the loop at this same step, so none
+        waits forever in a collective the others have left."""
+        stop = self.abort_fn()
+        if self.world > 1:
+            flag = torch.tensor([float(stop)], device=self.device if self.device.type == "cuda" else "cpu")
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop = bool(flag.item())
+        return stop
 
     def _measure(self, warm_up: SpeedWarmUp, cur_nimg: int, now: float) -> tuple[float, int] | None:
         """Rank 0's measurement, shared with the other ranks (each step of the warm-up only), so every rank
@@ -469,7 +494,7 @@ class Trainer:
                     with autocast(self.device, self.dtype), no_sync(ddp_D):
                         fake, _ = ddp_G(z, None, update_emas=True)
                         loss = generator_loss(ddp_D, fake, None, augment, cfg.gan_loss)
-                    (loss / rounds).backward()
+                    self.guard.backward(loss / rounds)
                     losses["G"] = losses.get("G", 0.0) + float(loss.detach()) / rounds
                 else:
                     with autocast(self.device, self.dtype):
@@ -478,11 +503,10 @@ class Trainer:
                     # The penalty does not depend on some parameters (the RGB biases); the zero term
                     # keeps them in the graph so DDP's reducer sees a gradient for every parameter.
                     zero = pl_fake[:, 0, 0, 0].sum() * 0
-                    ((penalty * cfg.pl_weight * cfg.pl_interval + zero) / rounds).backward()
+                    self.guard.backward((penalty * cfg.pl_weight * cfg.pl_interval + zero) / rounds)
                     losses["pl_length"] = losses.get("pl_length", 0.0) + pl_len / rounds
         G.requires_grad_(False)
-        self._finish_grads(G.parameters())
-        opt_G.step()
+        self.guard.step("G", opt_G)
 
         # Discriminator: main loss (and R1 every r1_interval steps).
         for p in parts.d_trainable:
@@ -500,22 +524,15 @@ class Trainer:
                     loss, stats, real_logits = discriminator_loss(
                         ddp_D, fake, real, None, augment, r1_gamma, r1_gain, cfg.gan_loss
                     )
-                (loss / rounds).backward()
+                self.guard.backward(loss / rounds)
             if ada is not None:
                 ada.accumulate(real_logits)
             for k, v in stats.items():
                 losses[k] = losses.get(k, 0.0) + v / rounds
             losses["D"] = losses.get("D", 0.0) + float(loss.detach()) / rounds
         D.requires_grad_(False)
-        self._finish_grads(D.parameters())
-        opt_D.step()
+        self.guard.step("D", opt_D)
         return losses
-
-    @staticmethod
-    def _finish_grads(params) -> None:
-        for p in params:
-            if p.grad is not None:
-                torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
 
     def _update_ema(self, G: Generator, G_ema: Generator, cur_nimg: int) -> None:
         cfg = self.config
@@ -568,6 +585,8 @@ class Trainer:
     def _checkpoint(self, G, D, G_ema, augment, ada, opt_G, opt_D, pl, cur_nimg: int, step: int) -> None:
         if self.world > 1:
             self._check_replicas(G, D)
+        ranks = self._rank_states(ada, pl)
+
         def save() -> None:
             paths = self.run.checkpoint_paths(cur_nimg)
             state = {
@@ -583,8 +602,8 @@ class Trainer:
                 "discriminator": self.config.discriminator,
                 # The projected D's heads and fixed projections live here, not in the model file.
                 "projected_D": D.state_dict() if isinstance(D, ProjectedDiscriminator) else None,
-                "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+                "ranks": ranks,  # each process's random generators, path-length mean and ADA counts
+                "numerics": self.guard.state_dict(),
             }
             self.run.save_state(paths, state)
             training = {
@@ -614,6 +633,42 @@ class Trainer:
             self.emit("checkpoint", path=str(paths.network), kimg=cur_nimg / 1000)
 
         self._on_rank0(save)
+
+    def _rank_states(self, ada, pl) -> list[dict[str, Any]]:
+        """What differs between the processes, for every rank: random generators (CPU, CUDA, MPS), the
+        path-length mean (each rank's own batches) and ADA's sign counts since its last update."""
+        mine = {
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "rng_mps": torch.mps.get_rng_state() if self.device.type == "mps" else None,
+            "pl_mean": pl.mean.detach().cpu().clone(),
+            "ada": ada.state_dict() if ada is not None else None,
+        }
+        if self.world == 1:
+            return [mine]
+        gathered: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(gathered, mine)
+        return gathered
+
+    def _restore_rank_state(self, state: dict[str, Any], ada, pl) -> None:
+        # Checkpoints from before per-rank state held one process's generators at the top level.
+        ranks = state.get("ranks") or [dict(state, rng_mps=None)]
+        if len(ranks) != self.world:
+            self.emit(
+                "warning",
+                message=f"this run was saved by {len(ranks)} training processes and resumes with {self.world}: "
+                "their random streams start afresh, so it does not continue exactly as it would have",
+            )
+            return
+        mine = ranks[self.rank]
+        pl.mean = mine["pl_mean"].to(self.device)
+        if ada is not None and mine["ada"] is not None:
+            ada.load_state_dict(mine["ada"])
+        torch.set_rng_state(mine["rng_cpu"])
+        if mine["rng_cuda"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(mine["rng_cuda"], self.device)
+        if mine["rng_mps"] is not None and self.device.type == "mps":
+            torch.mps.set_rng_state(mine["rng_mps"])
 
     def _restore(self, G, D, G_ema, augment, ada, opt_G, opt_D, pl) -> tuple[int, int]:
         latest = self.run.latest_checkpoint()
@@ -646,10 +701,12 @@ class Trainer:
         if ada is not None and state["ada"] is not None:
             ada.load_state_dict(state["ada"])
         pl.mean = state["pl_mean"].to(self.device)
-        if self.world == 1:
-            torch.set_rng_state(state["rng_cpu"])
-            if state["rng_cuda"] is not None and self.device.type == "cuda":
-                torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        self._restore_rank_state(state, ada, pl)
+        if "numerics" in state:
+            self.guard.load_state_dict(state["numerics"])
+            if self.guard.fell_back and self.dtype is not None:
+                self.dtype = None
+                self.emit("warning", message="this run fell back to fp32 after non-finite values; it continues in fp32")
         return int(state["cur_nimg"]), int(state["step"])
 
 

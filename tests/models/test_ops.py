@@ -194,3 +194,26 @@ def test_torgb_modulated_conv_is_a_per_sample_matmul():
     for layout in (torch.contiguous_format, torch.channels_last):
         got = ops.modulated_conv2d(x.contiguous(memory_format=layout), weight, styles, demodulate=False)
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+# (Fused under autocast is left out: it multiplies the per-sample weights out in fp32, safe without the guard.)
+@pytest.mark.parametrize(("fp16", "fused"), [("autocast", False), ("tensors", False), ("tensors", True)])
+def test_modulated_conv_in_fp16_stays_finite_where_raw_weights_overflow(fused, fp16):
+    """Weights and styles at a trained network's scale: their products overflow fp16 (max 65504) unless they are
+    normalised before modulating, as NVIDIA's fp16 path does. Demodulation makes the result scale-free, so the
+    fp16 result must match the fp64 one."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 64, 8, 8, generator=g)
+    weight = torch.randn(16, 64, 3, 3, generator=g) * 1000
+    styles = torch.randn(2, 64, generator=g) * 100
+    noise = torch.randn(2, 1, 8, 8, generator=g)
+    expected = ops.modulated_conv2d(x.double(), weight.double(), styles.double(), noise=noise.double(), padding=1)
+    raw = F.conv2d((x * styles[:, :, None, None]).half(), weight.half(), padding=1)
+    assert not torch.isfinite(raw).all()  # what the unguarded convolution meets
+    if fp16 == "autocast":
+        with torch.autocast("cpu", dtype=torch.float16):
+            got = ops.modulated_conv2d(x, weight, styles, noise=noise, padding=1, fused=fused)
+    else:
+        got = ops.modulated_conv2d(x.half(), weight, styles.half(), noise=noise.half(), padding=1, fused=fused)
+    assert got.dtype == torch.float16 and torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), expected, rtol=2e-2, atol=2e-2)

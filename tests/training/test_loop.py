@@ -208,6 +208,38 @@ def test_metrics_are_logged_during_training(tmp_path, discs_folder):
     assert any(e["event"] == "metrics" for e in logged)
 
 
+@pytest.mark.slow
+def test_a_resumed_run_with_metrics_matches_the_uninterrupted_run(tmp_path, discs_folder, monkeypatch):
+    """The feature network is built once per process; building it must not draw from the training's random
+    stream, or the resumed process (which builds it again at its first metrics) trains on different noise."""
+    import functools
+
+    from training import metrics
+    from training.metrics import feature_extractor
+
+    # The real two-sample test, trained for 5 batches instead of 300: a minute less per metrics call here.
+    monkeypatch.setattr(metrics, "c2st", functools.partial(metrics.c2st, steps=5))
+    settings = dict(kimg=0.040, metrics_kimg=0.016, metrics_n=10)  # 5 steps; metrics after steps 2 and 4
+    whole = tiny_config(discs_folder, tmp_path / "whole", **settings)
+    feature_extractor.cache_clear()  # each run below is a fresh process in real life
+    train(whole)
+    split = tiny_config(discs_folder, tmp_path / "split", **settings)
+    seen = {"started": False, "steps": 0}
+
+    def stop_after_three_steps() -> bool:
+        seen["steps"] += seen["started"]
+        return seen["steps"] > 3
+
+    feature_extractor.cache_clear()
+    train(split, lambda e: seen.update(started=seen["started"] or e["event"] == "started"), stop_after_three_steps)
+    feature_extractor.cache_clear()
+    assert train(split, resume=True)["step"] == 5
+    a = load_checkpoint(RunDir(whole.out).latest_checkpoint().network)
+    b = load_checkpoint(RunDir(split.out).latest_checkpoint().network)
+    for (key, x), y in zip(a.G.state_dict().items(), b.G.state_dict().values(), strict=True):
+        assert torch.equal(x, y), f"G.{key} differs after a resume with metrics"
+
+
 RESUME_RECIPES = {
     "stylegan": dict(aug="ada", ada_kimg=5.0, pl_weight=1.0, pl_interval=2, r1_interval=2),
     "projected": dict(PRESETS["finetune-fast"], projected_size=64, pl_weight=1.0, pl_interval=2),
@@ -447,3 +479,95 @@ def test_ddp_two_processes_train_in_step(tmp_path, discs_folder, discriminator, 
     assert started["world_size"] == 2
     assert events[-1]["event"] == "finished" and events[-1]["status"] == "completed"
     assert len(RunDir(out).checkpoints()) >= 2
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# One rank of a two-process gloo run, started by hand (not torchrun) so that each rank gets its own stop request.
+# The loop asks once per step; rank 0 alone also asks while it prepares the dataset, and it is never stopped.
+_RANK_SCRIPT = """
+import json, sys
+from tests.training.conftest import tiny_config
+from training.loop import train
+data, out, stop_after = sys.argv[1], sys.argv[2], int(sys.argv[3])
+calls = []
+def asked() -> bool:
+    calls.append(1)
+    return 0 <= stop_after < len(calls)
+print(json.dumps(train(tiny_config(data, out, kimg=1.0, snap_kimg=1.0, sample_kimg=1.0), abort_fn=asked)))
+"""
+
+
+def test_ddp_a_stop_reaching_one_rank_stops_every_rank_at_the_same_step(tmp_path, discs_folder):
+    """A signal or the STOP file can reach the ranks at different steps. Here only rank 1 is asked to stop
+    (after 2 steps): both must leave the loop at the same step and checkpoint, instead of one rank waiting
+    forever in a collective the other has left."""
+    env = {**ONE_THREAD, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2"}
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RANK_SCRIPT, str(discs_folder), str(tmp_path / "run"), str(stop_after)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+            env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+        )
+        for rank, stop_after in ((0, -1), (1, 2))
+    ]
+    try:
+        outputs = [proc.communicate(timeout=420) for proc in ranks]  # before the fix: a hang
+    finally:
+        for proc in ranks:
+            proc.kill()
+    for proc, (_, err) in zip(ranks, outputs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+    results = [json.loads(out.splitlines()[-1]) for out, _ in outputs]
+    assert [r["status"] for r in results] == ["stopped", "stopped"]
+    assert results[0]["step"] == results[1]["step"] == 2
+    assert RunDir(tmp_path / "run").latest_checkpoint().nimg == results[0]["step"] * 8
+
+
+def test_ddp_sigkill_then_resume_matches_the_uninterrupted_run_bit_for_bit(tmp_path, discs_folder):
+    """torchrun, two gloo processes, with everything that differs between ranks in play (their noise, their
+    path-length means, their ADA sign counts): the run is SIGKILLed (launcher and workers) after its first
+    checkpoint, resumed, and must end with exactly the uninterrupted run's weights."""
+    recipe = ["--pl-weight", "1", "--set", "pl_interval=2", "--set", "r1_interval=2", "--aug", "ada",
+              "--ada-kimg", "5"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    done = torchrun(cli_args(discs_folder, whole, 0.064, *recipe)[3:], free_port(), timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(free_port()), "-m", "training", *cli_args(discs_folder, split, 0.064, *recipe)[3:]]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO, env=ONE_THREAD,
+                            start_new_session=True)  # its own process group: the kill takes every process
+    killed_after = None
+    for line in proc.stdout:
+        event = json.loads(line) if line.startswith("{") else {}
+        if event.get("event") == "checkpoint":
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed_after = event["kimg"]
+            break
+    proc.wait(timeout=60)
+    proc.stdout.close()
+    assert killed_after is not None and proc.returncode == -signal.SIGKILL
+    resumed_from = RunDir(split).latest_checkpoint().nimg
+    assert 0 < resumed_from < 64
+
+    done = torchrun(["--resume", str(split), "--events", "jsonl"], free_port(), timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    events = events_of(done.stdout)
+    assert next(e for e in events if e["event"] == "started")["cur_kimg"] == resumed_from / 1000
+    assert not [e for e in events if e["event"] == "warning" and "processes" in e["message"]]
+    a = load_checkpoint(RunDir(whole).latest_checkpoint().network)
+    b = load_checkpoint(RunDir(split).latest_checkpoint().network)
+    assert a.meta.training["kimg"] == b.meta.training["kimg"] == 0.064
+    for name in ("G_ema", "G", "D"):
+        for (key, x), y in zip(
+            getattr(a, name).state_dict().items(), getattr(b, name).state_dict().values(), strict=True
+        ):
+            assert torch.equal(x, y), f"{name}.{key} differs after the two-process resume"
+    assert a.augment_p == b.augment_p

@@ -268,3 +268,12 @@ def test_bad_input_gets_specific_errors():
         precision_recall(np.zeros((3, 8)), np.zeros((10, 8)))
     with pytest.raises(ValueError, match="NaN"):
         kid(np.full((4, 3), np.nan), np.zeros((4, 3)))
+
+
+def test_building_the_metric_networks_leaves_the_global_random_stream_alone():
+    """Training draws its noise from the global generator; the metrics, run in the middle of training, must not."""
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    metrics.feature_extractor.__wrapped__(torch.device("cpu"))
+    metrics._c2st_network(torch.Generator().manual_seed(0))
+    assert torch.equal(torch.get_rng_state(), before)

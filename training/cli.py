@@ -171,7 +171,7 @@ class _Output:
 
 def main(argv: list[str] | None = None) -> int:
     from training.loop import TrainingError, error_message, resume_config, train  # after parsing: --help stays instant
-    from training.run_dir import RunDir
+    from training.run_dir import RunDir, RunInUse
 
     args = build_parser().parse_args(argv)
     output = _Output(args.events == "jsonl")
@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     try:
         if args.resume:
+            RunDir(args.resume).ensure_free()  # its config.json and STOP file belong to the process training it
             config, resume = resume_config(args.resume), True
             if args.set:  # e.g. a lower learning rate for the rest of the run; recorded in config.json
                 config = TrainConfig.from_dict({**config.to_dict(), **parse_overrides(args.set)})
@@ -191,10 +192,11 @@ def main(argv: list[str] | None = None) -> int:
                 config.dump(Path(args.resume) / "config.json")
         else:
             config, resume = config_from_args(args), False
+        RunDir(config.out).ensure_free()
         stop_file = RunDir(config.out).stop_path
         stop_file.unlink(missing_ok=True)  # a request left by the previous session of this run is spent
         result = train(config, output, lambda: stop["requested"] or stop_file.exists(), resume=resume)
-    except (ConfigError, TrainingError, ValueError, OSError) as exc:
+    except (ConfigError, TrainingError, RunInUse, ValueError, OSError) as exc:
         output({"event": "error", "message": error_message(exc), "kind": type(exc).__name__})
         return 2
     except Exception as exc:  # the GUI must hear about any failure, never a silent hang

@@ -39,7 +39,8 @@ from training.loss import (
 from training.numerics import StepGuard
 from training.pace import SmoothedRate, SpeedWarmUp
 from training.projected import ProjectedDiscriminator
-from training.run_dir import RunDir, RunInUse, save_image_grid, to_uint8
+from training.run_data import is_prepared, link_prepared, record_source, source_changes
+from training.run_dir import CheckpointPaths, RunDir, RunInUse, save_image_grid, to_uint8
 
 ProgressFn = Callable[[dict[str, Any]], None]
 AbortFn = Callable[[], bool]
@@ -122,6 +123,8 @@ class Trainer:
         self.start_time = time.time()
         self._last_import_event = 0.0
         self.run_created = False  # the run folder is this run's (not another run's refused), so errors go there
+        self._failing: set[str] = set()  # outputs that failed to write and have not worked since
+        self.unsaved: str | None = None  # why the last checkpoint could not be written, until one is
 
     # --- events ---------------------------------------------------------------------------------------
 
@@ -130,8 +133,19 @@ class Trainer:
             return
         record = {"event": event, **fields}
         if event in ("progress", "budget", "checkpoint", "samples", "metrics", "finished", "warning"):
-            self.run.append_stats(record)
+            try:
+                self.run.append_stats(record)
+                self._failing.discard("stats")
+            except OSError as exc:
+                self._output_failed("stats", f"cannot add to {self.run.stats_path.name} ({exc})")
         self.progress_fn(record)
+
+    def _output_failed(self, what: str, message: str) -> None:
+        """A log line or sample grid that cannot be written (a full disk): the run trains on, and says so once
+        until writing works again rather than at every line."""
+        if what not in self._failing:
+            self._failing.add(what)
+            self.progress_fn({"event": "warning", "message": f"{message}: training goes on"})
 
     # --- set-up ---------------------------------------------------------------------------------------
 
@@ -165,8 +179,11 @@ class Trainer:
 
         self._on_rank0(create)
 
-    def load_base(self) -> tuple[Generator, Discriminator | None, Generator, float | None, int]:
-        """Networks to start from: a base model (fine-tuning) or fresh ones; returns G, D, G_ema, p, resolution.
+    def load_base(self) -> tuple[Generator, Discriminator | None, Generator, int]:
+        """Networks to start from: a base model (fine-tuning) or fresh ones; returns G, D, G_ema, resolution.
+
+        Not the base's augmentation strength: a fine-tune starts ADA at p = 0, as NVIDIA's does, and lets it
+        rise as far as the new (usually small) dataset needs.
 
         D is the StyleGAN discriminator: the base's, or a fresh one when training it; with the projected
         discriminator it is only the base's, kept in the run's model files untouched (or None).
@@ -191,10 +208,14 @@ class Trainer:
             D = None
             if cfg.discriminator == "stylegan":
                 D = Discriminator(
-                    0, cfg.resolution, 3, channel_base=cfg.channel_base, channel_max=cfg.channel_max,
+                    0,
+                    cfg.resolution,
+                    3,
+                    channel_base=cfg.channel_base,
+                    channel_max=cfg.channel_max,
                     conv_clamp=cfg.conv_clamp,
                 )
-            return G, D, G_ema, None, cfg.resolution
+            return G, D, G_ema, cfg.resolution
         bundle = load_checkpoint(cfg.base)
         if cfg.resolution is not None and cfg.resolution != bundle.meta.resolution:
             raise ConfigError(
@@ -220,7 +241,7 @@ class Trainer:
                 channel_max=sk.get("channel_max", 512),
                 conv_clamp=sk.get("conv_clamp"),
             )
-        return G, D, G_ema, bundle.augment_p, bundle.meta.resolution
+        return G, D, G_ema, bundle.meta.resolution
 
     def _import_progress(self, done: int, total: int, message: str) -> None:
         now = time.time()
@@ -229,32 +250,28 @@ class Trainer:
             self.emit("import_progress", done=done, total=total, message=message)
 
     def load_dataset(self, resolution: int) -> PreparedDataset:
+        """The run's own prepared copy of its images (`RUN/dataset`, see run_data.py): made when the run starts,
+        the only thing a resumed run reads, so that new or removed source files change nothing."""
         cfg = self.config
         data = Path(cfg.data)
-        if not data.exists():
-            raise TrainingError(f"the dataset {data} does not exist")
-        if (data / "manifest.json").exists():
-            dataset = PreparedDataset(data, xflip=cfg.mirror or None)
+        prepared = self.run.root / "dataset"
+        if self.resume and is_prepared(prepared):
+            changes = source_changes(self.run.root, data, prepared) if self.rank == 0 else None
         else:
-            prepared = self.run.root / "dataset"
-
-            def prepare() -> None:
-                report = prepare_dataset(
-                    [data],
-                    prepared,
-                    resolution,
-                    mode=cfg.crop,
-                    xflip=cfg.mirror,
-                    background=cfg.alpha_background,
-                    progress=self._import_progress,
-                    cancel=self.abort_fn,
-                )
-                self.emit("import_report", report=report.to_dict(), summary=report.summary())
-                if not report.dataset_size:
-                    raise TrainingError(f"no usable images in {data}:\n{report.summary()}")
-
-            self._on_rank0(prepare)
-            dataset = PreparedDataset(prepared)
+            if not data.exists():
+                raise TrainingError(f"the dataset {data} does not exist")
+            if self.resume:  # a run from before runs kept their images, or its copy was deleted
+                self.emit("warning", message=f"this run has no copy of its images: taking them from {data} again")
+            self._on_rank0(lambda: self._import(data, prepared, resolution))
+            changes = None
+        dataset = PreparedDataset(prepared, xflip=cfg.mirror or None)
+        if changes:
+            self.emit(
+                "warning",
+                source_changed=True,
+                message=f"{data} changed since this run started ({changes}): the run goes on with the "
+                f"{dataset.num_images} images it started with; start a new run to train on them as they are now",
+            )
         if dataset.resolution != resolution:
             raise TrainingError(
                 f"the dataset {data} was prepared at {dataset.resolution}px but the model is {resolution}px; "
@@ -264,13 +281,34 @@ class Trainer:
             raise TrainingError(f"the dataset has {dataset.num_channels} channels; training needs RGB images")
         return dataset
 
+    def _import(self, data: Path, prepared: Path, resolution: int) -> None:
+        """Fill `RUN/dataset`: a prepared dataset is linked, a folder or zip prepared (and its files noted)."""
+        if is_prepared(data):
+            link_prepared(data, prepared)
+            return
+        record_source(self.run.root, data)  # before reading them: a file added meanwhile counts as new
+        cfg = self.config
+        report = prepare_dataset(
+            [data],
+            prepared,
+            resolution,
+            mode=cfg.crop,
+            xflip=cfg.mirror,
+            background=cfg.alpha_background,
+            progress=self._import_progress,
+            cancel=self.abort_fn,
+        )
+        self.emit("import_report", report=report.to_dict(), summary=report.summary())
+        if not report.dataset_size:
+            raise TrainingError(f"no usable images in {data}:\n{report.summary()}")
+
     # --- the run ----------------------------------------------------------------------------------------
 
     def run_training(self) -> dict[str, Any]:
         cfg = self.config
         torch.manual_seed(cfg.seed * self.world + self.rank)
         self.prepare_run_dir()
-        G, D, G_ema, base_p, resolution = self.load_base()
+        G, D, G_ema, resolution = self.load_base()
         self.model_D = D  # the StyleGAN D that the run's model files hold
         if cfg.discriminator == "projected":  # small: always starts fresh, from the run's seed
             D = ProjectedDiscriminator(cfg.projected_size, seed=cfg.seed)
@@ -281,9 +319,7 @@ class Trainer:
         frozen = {id(p) for block in (D.blocks()[: cfg.freeze_d] if cfg.freeze_d else []) for p in block.parameters()}
         d_trainable = [p for p in D.parameters() if id(p) not in frozen]
 
-        augment = build_augment(cfg.aug, preset=cfg.ada_preset, p=base_p or 0.0, policy=cfg.diffaug_policy).to(
-            self.device
-        )
+        augment = build_augment(cfg.aug, preset=cfg.ada_preset, p=0.0, policy=cfg.diffaug_policy).to(self.device)
         ada = AdaController(target=cfg.ada_target, adjust_kimg=cfg.ada_kimg) if cfg.aug == "ada" else None
 
         r1_gamma = cfg.resolved_r1_gamma(resolution)
@@ -414,6 +450,8 @@ class Trainer:
 
         if status == "stopped":
             self._checkpoint(G, D, G_ema, augment, ada, opt_G, opt_D, pl, cur_nimg, step)
+        if self.unsaved:
+            raise TrainingError(f"{self.unsaved}; the run stopped there: resume it once the disk has room")
         latest = self.run.latest_checkpoint()
         result = {
             "status": status,
@@ -554,7 +592,12 @@ class Trainer:
             for chunk in grid_z.split(8):
                 images.append(to_uint8(G_ema.render(chunk.to(self.device), noise_mode="const")))
         path = self.run.samples_path(nimg)
-        save_image_grid(np.concatenate(images), self.config.sample_grid[0], path)
+        try:
+            save_image_grid(np.concatenate(images), self.config.sample_grid[0], path)
+        except OSError as exc:
+            self._output_failed("samples", f"cannot write the sample grid {path.name} ({exc})")
+            return
+        self._failing.discard("samples")
         self.emit("samples", path=str(path), kimg=nimg / 1000)
 
     def _metrics(self, G_ema: Generator, dataset: PreparedDataset, nimg: int) -> None:
@@ -629,10 +672,51 @@ class Trainer:
                 ),
             )
             save_checkpoint(paths.network, bundle)
+            self.run.seal(paths)
             self.run.prune(self.config.keep_checkpoints)
             self.emit("checkpoint", path=str(paths.network), kimg=cur_nimg / 1000)
 
-        self._on_rank0(save)
+        self._on_rank0(lambda: self._write_checkpoint(save, cur_nimg))
+
+    def _write_checkpoint(self, write: Callable[[], None], nimg: int) -> None:
+        """Run `write`; if it fails (a full disk), no part of the new checkpoint stays, the earlier ones are
+        intact (every file is written aside, then renamed), and the run says so and trains on. The run ends
+        with an error if its last checkpoint could not be written (see `unsaved`)."""
+        paths = self.run.checkpoint_paths(nimg)
+        paths.digests.unlink(missing_ok=True)  # of an earlier write at this point (a stop right after a snapshot)
+        try:
+            write()
+        except OSError as exc:
+            if not paths.network.exists():  # the state file alone is no checkpoint
+                paths.state.unlink(missing_ok=True)
+            latest = self.run.latest_checkpoint()
+            kept = f"the last one, at {latest.nimg / 1000:g} kimg, is intact" if latest else "there is no earlier one"
+            self.unsaved = f"cannot write the checkpoint at {nimg / 1000:g} kimg ({exc}); {kept}"
+            self.emit("warning", message=f"{self.unsaved}; training goes on and tries again at the next one")
+            return
+        self.unsaved = None
+
+    def _read_checkpoint(self) -> tuple[CheckpointPaths, CheckpointBundle, dict[str, Any]]:
+        """The newest checkpoint that reads whole. Newer ones that do not (truncated, damaged) are renamed
+        `*.damaged`, so that they neither count as the latest nor push good ones out, with a warning."""
+        candidates = self.run.checkpoints()
+        if not candidates:
+            raise TrainingError(f"{self.run.root} has no complete checkpoint to resume from")
+        for paths in reversed(candidates):
+            try:
+                self.run.verify(paths)
+                bundle = load_checkpoint(paths.network)
+                state = torch.load(paths.state, map_location="cpu", weights_only=True)
+                return paths, bundle, state
+            except Exception as exc:  # whatever the damage: this pair cannot be resumed from, an older one can
+                if self.rank == 0:
+                    aside = self.run.set_aside(paths)
+                    self.emit(
+                        "warning",
+                        message=f"the checkpoint at {paths.nimg / 1000:g} kimg cannot be read ({exc}); it is kept "
+                        f"as {aside.name} and the run resumes from the one before",
+                    )
+        raise TrainingError(f"none of the checkpoints in {self.run.checkpoints_dir} can be read; see the warnings")
 
     def _rank_states(self, ada, pl) -> list[dict[str, Any]]:
         """What differs between the processes, for every rank: random generators (CPU, CUDA, MPS), the
@@ -671,14 +755,7 @@ class Trainer:
             torch.mps.set_rng_state(mine["rng_mps"])
 
     def _restore(self, G, D, G_ema, augment, ada, opt_G, opt_D, pl) -> tuple[int, int]:
-        latest = self.run.latest_checkpoint()
-        if latest is None:
-            raise TrainingError(f"{self.run.root} has no complete checkpoint to resume from")
-        bundle = load_checkpoint(latest.network)
-        try:
-            state = torch.load(latest.state, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a damaged state file: say which, don't guess
-            raise TrainingError(f"cannot read the training state {latest.state}: {exc}") from exc
+        latest, bundle, state = self._read_checkpoint()
         trained_with = state.get("discriminator", "stylegan")
         if trained_with != self.config.discriminator:
             raise TrainingError(
@@ -722,7 +799,13 @@ def train(
     trainer = Trainer(config, progress_fn, abort_fn, resume)
     holding = trainer.run.held() if trainer.rank == 0 else contextlib.nullcontext()
     try:
-        with holding:
+        with holding as dead_pid:
+            if dead_pid is not None:
+                trainer.emit(
+                    "warning",
+                    message=f"process {dead_pid} was training this run and ended without releasing it "
+                    "(killed or crashed): taking the run over",
+                )
             try:
                 return trainer.run_training()
             except Exception as exc:
@@ -736,7 +819,7 @@ def train(
 
 def error_message(exc: BaseException) -> str:
     """The text an artist sees for a failure: our own errors as they are, anything else with its type."""
-    if isinstance(exc, (ConfigError, TrainingError, ValueError, OSError)):
+    if isinstance(exc, (ConfigError, TrainingError, RunInUse, ValueError, OSError)):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
 

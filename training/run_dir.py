@@ -12,6 +12,7 @@ the process ends, so a run that is not locked and did not finish is known to hav
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -34,6 +35,11 @@ class CheckpointPaths:
     network: Path
     state: Path
 
+    @property
+    def digests(self) -> Path:
+        """The pair's SHA-256 digests, written after both: what tells a damaged checkpoint from a whole one."""
+        return self.network.with_name(self.network.name.removesuffix(".safetensors") + ".sha256")
+
 
 class RunDir:
     def __init__(self, root: str | os.PathLike[str]):
@@ -51,19 +57,25 @@ class RunDir:
         self.stop_path.touch()
 
     @contextlib.contextmanager
-    def held(self, wait_s: float = 2.0) -> Iterator[None]:
-        """Hold the run's lock while training it; RunInUse if another process holds it. Waits a little
-        first: `in_use()` elsewhere takes the lock for an instant to test it."""
+    def held(self, wait_s: float = 2.0) -> Iterator[int | None]:
+        """Hold the run's lock while training it; RunInUse (naming the holder's PID) if another process holds
+        it. Waits a little first: `in_use()` elsewhere takes the lock for an instant to test it.
+
+        Yields the PID of a process that held the lock and died without releasing it (killed, crashed, power
+        lost): the system dropped its lock, its PID stayed in the file; None after a clean end."""
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.lock_path, "a+b") as f:
             deadline = time.monotonic() + wait_s
             while not _try_lock(f):
                 if time.monotonic() > deadline:
-                    raise RunInUse(f"another process is training {self.root}; stop it first")
+                    raise RunInUse(self._in_use_message())
                 time.sleep(0.05)
             try:
-                yield
+                previous = _read_pid(self.lock_path)
+                _write_pid(f, os.getpid())
+                yield previous
             finally:
+                _write_pid(f, None)  # a clean end: the next process takes over nothing
                 _unlock(f)
 
     def in_use(self) -> bool:
@@ -78,6 +90,16 @@ class RunDir:
         except OSError:
             return False
         return False
+
+    def ensure_free(self) -> None:
+        """RunInUse, naming the holder's PID, if a process is training this run now."""
+        if self.in_use():
+            raise RunInUse(self._in_use_message())
+
+    def _in_use_message(self) -> str:
+        pid = _read_pid(self.lock_path)
+        who = f"another process (PID {pid})" if pid is not None else "another process"
+        return f"{who} is training {self.root}; stop it first, or wait for it to finish"
 
     def create(self) -> None:
         for folder in (self.root, self.checkpoints_dir, self.samples_dir):
@@ -108,14 +130,46 @@ class RunDir:
 
     def save_state(self, paths: CheckpointPaths, state: dict[str, Any]) -> None:
         tmp = paths.state.with_name(paths.state.name + ".tmp")
-        torch.save(state, tmp)
-        _fsync_replace(tmp, paths.state)
+        try:
+            torch.save(state, tmp)
+            _fsync_replace(tmp, paths.state)
+        finally:
+            tmp.unlink(missing_ok=True)  # left only by a failed write (a full disk)
+
+    def seal(self, paths: CheckpointPaths) -> None:
+        """Record the digests of a checkpoint just written, for `verify` to check when resuming from it."""
+        digests = {"network": _sha256(paths.network), "state": _sha256(paths.state)}
+        tmp = paths.digests.with_name(paths.digests.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(digests))
+            _fsync_replace(tmp, paths.digests)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def verify(self, paths: CheckpointPaths) -> None:
+        """ValueError if a file of the checkpoint no longer has the digest recorded when it was written (bytes
+        changed on disk: a bad sector, a broken copy). Checkpoints from before digests pass unchecked."""
+        if not paths.digests.exists():
+            return
+        recorded = json.loads(paths.digests.read_text())
+        for name, path in (("network", paths.network), ("state", paths.state)):
+            if _sha256(path) != recorded.get(name):
+                raise ValueError(f"{path.name} is not the file that was written (its SHA-256 differs)")
+
+    def set_aside(self, paths: CheckpointPaths) -> Path:
+        """Rename a damaged checkpoint out of the way (not deleted: it may still be worth a look); its new name."""
+        for path in (paths.state, paths.digests, paths.network):
+            aside = path.with_name(path.name + ".damaged")
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(path, aside)
+        return paths.network.with_name(paths.network.name + ".damaged")
 
     def prune(self, keep: int) -> None:
         """Delete all but the newest `keep` checkpoints, and leftovers of interrupted writes."""
         for old in self.checkpoints()[:-keep]:
             old.network.unlink(missing_ok=True)
             old.state.unlink(missing_ok=True)
+            old.digests.unlink(missing_ok=True)
         for tmp in self.checkpoints_dir.glob("*.tmp"):
             tmp.unlink(missing_ok=True)
 
@@ -160,6 +214,35 @@ else:
         fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+# The PID is written after the first byte: on Windows the locked byte 0 cannot be read by other processes.
+_PID_OFFSET = 1
+
+
+def _write_pid(f: IO[bytes], pid: int | None) -> None:
+    f.truncate(_PID_OFFSET)  # "a+b" appends every write, so the record is cut back, then appended
+    if pid is not None:
+        f.write(f"{pid}\n".encode())
+    f.flush()
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        with open(path, "rb") as f:
+            f.seek(_PID_OFFSET)
+            text = f.read(32).decode("ascii", errors="replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _fsync_replace(tmp: Path, final: Path) -> None:
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
@@ -175,8 +258,11 @@ def save_image_grid(images: np.ndarray, columns: int, path: Path) -> None:
         r, col = divmod(i, columns)
         grid[r * h : (r + 1) * h, col * w : (col + 1) * w] = img
     tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(grid[..., 0] if c == 1 else grid).save(tmp, format="PNG")
-    _fsync_replace(tmp, path)
+    try:
+        Image.fromarray(grid[..., 0] if c == 1 else grid).save(tmp, format="PNG")
+        _fsync_replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # left only by a failed write
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

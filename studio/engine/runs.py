@@ -32,6 +32,7 @@ __all__ = [
     "new_run_dir",
     "read_run",
     "request_stop",
+    "rerun_options",
     "resume_command",
     "runs_root",
     "snapshot_name",
@@ -110,6 +111,15 @@ def train_command(options: Mapping[str, Any]) -> list[str]:
         if key not in _FIXED_FLAGS:
             command += ["--set", f"{key}={json.dumps(value)}"]
     return [*command, "--events", "jsonl"]
+
+
+def rerun_options(run_dir: Path, root: Path | None = None) -> dict[str, Any]:
+    """The options of the run in `run_dir` for a new run in a new folder: the same settings on its images as
+    they are now (a resumed run keeps the ones it started with); a time budget is measured afresh."""
+    options = TrainConfig.load(RunDir(run_dir).config_path).to_dict()
+    options["out"] = str(new_run_dir(Path(options["data"]).name, root))
+    options["measured_images_per_s"] = None
+    return options
 
 
 def resume_command(run_dir: Path) -> list[str]:

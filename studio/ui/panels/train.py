@@ -44,6 +44,7 @@ from studio.engine.runs import (
     new_run_dir,
     read_run,
     request_stop,
+    rerun_options,
     resume_command,
     snapshot_name,
     train_command,
@@ -115,6 +116,11 @@ class TrainPanel(QWidget):
         self.warnings.setWordWrap(True)
         self.warnings.setStyleSheet("color: #e0a030;")
         layout.addWidget(self.warnings)
+        # Offered when a resumed run's images changed at their source: the run goes on with its own copy.
+        self.rerun_button = QPushButton("New run on the images as they are now")
+        self.rerun_button.clicked.connect(self.rerun)
+        self.rerun_button.setVisible(False)
+        layout.addWidget(self.rerun_button)
         layout.addLayout(self._controls())
         layout.addWidget(self._progress_box())
         layout.addWidget(self._samples_box(), 1)
@@ -461,6 +467,18 @@ class TrainPanel(QWidget):
         self.show_run(run)
         self._launch(resume_command(run.path), run.path, keep_shown=True)
 
+    def rerun(self) -> None:
+        """A new run with the settings of the run on show, on its images as they are now."""
+        if self.running() or self.run_dir is None:
+            return
+        try:
+            options = rerun_options(self.run_dir, self.runs_root)
+            command = train_command(options)
+        except (ConfigError, OSError) as exc:
+            self._fail(f"Cannot start: {exc}")
+            return
+        self._launch(command, Path(options["out"]))
+
     def _launch(self, command: list[str], run_dir: Path, keep_shown: bool = False) -> None:
         if not keep_shown:
             self._clear_run()
@@ -593,6 +611,9 @@ class TrainPanel(QWidget):
         elif kind == "warning":
             self._run_notes.append(str(event.get("message", "")))
             self._show_warnings()
+            if event.get("source_changed"):
+                self.rerun_button.setVisible(True)
+                self._update_buttons()
         elif kind == "progress":
             self._progress(event)
         elif kind == "budget":
@@ -740,6 +761,7 @@ class TrainPanel(QWidget):
     def _clear_run(self) -> None:
         self.events, self._samples, self._checkpoints, self._run_notes = [], [], [], []
         self._warned_p = False
+        self.rerun_button.setVisible(False)
         for chart in self._charts():
             chart.clear()
         self.timeline.setRange(0, 0)
@@ -788,6 +810,7 @@ class TrainPanel(QWidget):
         self.pause_button.setText("Pause" if running or not resumable else "Resume")
         self.pause_button.setEnabled(running or resumable)
         self.stop_button.setEnabled(running)
+        self.rerun_button.setEnabled(not running)
         run = self.runs.currentData()
         self.resume_button.setEnabled(not running and run is not None and run.resumable)
         has_checkpoint = self.checkpoint.count() > 0

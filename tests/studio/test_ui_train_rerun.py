@@ -1,0 +1,66 @@
+"""A run resumed after its dataset grew: it trains on the images it started with, the Train panel says the
+dataset changed and offers a new run on the images as they are now, which then trains on all of them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from studio.engine.datasets import DatasetStore
+from studio.engine.runs import new_run_dir, read_run
+from tests.studio.test_ui_train import RUN_MS, TINY, blobs
+from training.config import TrainConfig
+from training.loop import train
+
+pytestmark = pytest.mark.usefixtures("event_loop_cycled", "one_thread_training")
+PROCESS_MS = 4 * RUN_MS  # a process start, import included, on a CPU shared with other work
+SHOTS = Path("/work/wt/shots")
+
+
+def more_images(folder: Path, count: int) -> Path:
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"more-{i}.png")
+    return folder
+
+
+def test_a_resumed_run_whose_dataset_grew_says_so_and_offers_a_new_run(qtbot, window, tmp_path):
+    panel = window.train_panel
+    name = blobs(window, tmp_path)
+    store = DatasetStore()
+    options = {**TINY, "kimg": 0.032, "data": str(store.get(name).path), "out": str(new_run_dir(name, panel.runs_root))}
+    asked = []
+
+    def stop_after_two_steps() -> bool:  # asked once before each step
+        asked.append(True)
+        return len(asked) > 2
+
+    train(TrainConfig(**options, resolution=16), abort_fn=stop_after_two_steps)
+    run_dir = Path(options["out"])
+    assert read_run(run_dir).status == "stopped"
+    store.prepare(name, [more_images(tmp_path / "more", 6)], 16)  # the artist adds six pictures
+    assert store.get(name).count == 30
+
+    panel.refresh_runs()
+    panel.resume(run_dir)
+    qtbot.waitUntil(lambda: not panel.running(), timeout=PROCESS_MS)
+    assert panel.failure is None and panel.events[-1]["status"] == "completed"
+    assert next(e for e in panel.events if e["event"] == "started")["dataset_size"] == 24  # its own 24 images
+    changed = [text for text in panel.warning_texts() if "changed since this run started" in text]
+    assert len(changed) == 1 and "6 added images" in changed[0]
+    assert not panel.rerun_button.isHidden() and panel.rerun_button.isEnabled()
+    assert f"⚠ {changed[0]}" in panel.warnings.text()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    panel.grab().save(str(SHOTS / "train-dataset-changed.png"))
+
+    panel.rerun_button.click()
+    assert panel.running() and panel.run_dir != run_dir and panel.rerun_button.isHidden()
+    qtbot.waitUntil(lambda: not panel.running(), timeout=PROCESS_MS)
+    started = next(e for e in panel.events if e["event"] == "started")
+    assert not started["resumed"] and started["dataset_size"] == 30  # all of them now
+    assert panel.events[-1]["event"] == "finished" and panel.events[-1]["status"] == "completed"
+    assert TrainConfig.load(panel.run_dir / "config.json").channel_max == TINY["channel_max"]  # same settings

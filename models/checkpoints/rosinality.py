@@ -18,7 +18,7 @@ from models import ops
 from models.checkpoints.bundle import CheckpointBundle, build_bundle, dataset_name, materialize
 from models.checkpoints.errors import CheckpointError
 from models.checkpoints.limits import check_extent, check_network_settings
-from models.checkpoints.safe_pickle import UnsafeContent, weights_only_load
+from models.checkpoints.safe_pickle import BoundedReader, UnsafeContent, weights_only_load
 from models.stylegan2 import Discriminator, Generator, discriminator_from_kwargs, generator_from_kwargs
 
 W_AVG_SAMPLES = 4096  # latents averaged for w_avg when a file has no latent_avg, as rosinality's mean_latent
@@ -26,7 +26,7 @@ W_AVG_SAMPLES = 4096  # latents averaged for w_avg when a file has no latent_avg
 
 def load_rosinality(path: Path, sha256: str, device: str | torch.device) -> CheckpointBundle:
     try:
-        with open(path, "rb") as file:  # a file object: torch.load must not judge the format by the name
+        with BoundedReader(path) as file:  # a file object: torch.load must not judge the format by the name
             ckpt = weights_only_load(file, extra_globals=(argparse.Namespace,))
     except UnsafeContent as exc:
         raise CheckpointError(path, str(exc), refused=True) from None

@@ -10,6 +10,7 @@ refuses everything else by name. Nothing from `dnnlib` or `torch_utils` is ever 
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import re
 import warnings
@@ -250,6 +251,20 @@ def restricted_load(path: Path, file: IO[bytes]) -> Any:
         raise CheckpointError(path, reason) from None
     except Exception as exc:
         raise CheckpointError(path, f"the pickle is corrupt ({type(exc).__name__}: {exc})") from None
+
+
+class BoundedReader(io.BufferedReader):
+    """A file whose reads never ask for more than the bytes left. Python-level unpicklers (torch's weights-only
+    one) read what a length field declares, and a buffered read allocates the whole request before reading."""
+
+    def __init__(self, path: Path):
+        super().__init__(io.FileIO(path, "rb"))
+        self._size = os.fstat(self.fileno()).st_size
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is not None and size > 0:
+            size = min(size, max(self._size - self.tell(), 0))
+        return super().read(size)
 
 
 _REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")

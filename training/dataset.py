@@ -1,7 +1,9 @@
 """Datasets for training: import (scan, report, prepare) and the loader that feeds the training loop.
 
-This module is the one import for dataset work: `scan_sources` and `prepare_dataset` come from the
-modules that implement them (scan, prepare), `PreparedDataset` reads what they wrote.
+This module is the one import for dataset work, the training loop's and the studio's: `scan_sources` and
+`prepare_dataset` come from the modules that implement them (scan, prepare), with what their callers need to
+show the results (decoding, fitting, reading sources and prepared shards); `PreparedDataset` reads what they
+wrote.
 """
 
 from __future__ import annotations
@@ -14,18 +16,29 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from training.prepare import prepare_dataset
+from training.decode import IMAGE_EXTENSIONS, ImageRejected, decode_image
+from training.prepare import FIT_MODES, fit_square, prepare_dataset
 from training.scan import DuplicateGroup, ImageRecord, ImportReport, RejectedFile, scan_sources
+from training.sources import SourceFile, SourceReader
 from training.store import DatasetError, open_shard, read_manifest
 
 __all__ = [
+    "FIT_MODES",
+    "IMAGE_EXTENSIONS",
     "DatasetError",
     "DuplicateGroup",
     "ImageRecord",
+    "ImageRejected",
     "ImportReport",
     "PreparedDataset",
     "RejectedFile",
+    "SourceFile",
+    "SourceReader",
+    "decode_image",
+    "fit_square",
+    "open_shard",
     "prepare_dataset",
+    "read_manifest",
     "scan_sources",
 ]
 

@@ -7,11 +7,11 @@ file at a time afterwards.
 from __future__ import annotations
 
 import os
+import stat
 import zipfile
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 
 from training.decode import ImageRejected
 
@@ -65,6 +65,8 @@ def list_sources(
                 _add_file(file, add, failed)
         elif os.path.isfile(path):
             _add_file(path, add, failed)
+        elif os.path.lexists(path):
+            failed.append((SourceFile(path), _not_regular_reason(path) or "cannot read the file"))
         else:
             failed.append((SourceFile(path), "not found"))
     return found, failed
@@ -102,8 +104,11 @@ class SourceReader:
         info = archive.getinfo(source.member)
         if info.flag_bits & 0x1:
             raise ImageRejected("encrypted in the zip archive (extract it with its password first)")
+        mode = info.external_attr >> 16  # Unix permissions and file type; many tools leave the type 0
+        if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
+            raise ImageRejected(f"not a regular file in the zip archive ({_file_kind(mode)})")
         _check_size(info.file_size)
-        return archive.read(info)
+        return archive.read(info)  # zipfile stops at the declared size, so a lying entry cannot read more
 
 
 def _walk(folder: str, excluded: str | None, failed: list[tuple[SourceFile, str]]) -> Iterable[str]:
@@ -120,6 +125,9 @@ def _walk(folder: str, excluded: str | None, failed: list[tuple[SourceFile, str]
 def _add_file(path: str, add: Callable[[SourceFile], None], failed: list[tuple[SourceFile, str]]) -> None:
     if not path.lower().endswith(".zip"):
         add(SourceFile(path))
+        return
+    if reason := _not_regular_reason(path):  # opening a FIFO named .zip would wait forever for a writer
+        failed.append((SourceFile(path), reason))
         return
     try:
         with zipfile.ZipFile(path) as archive:
@@ -140,8 +148,37 @@ def _is_clutter(name: str) -> bool:
 
 
 def _read_file(path: str) -> bytes:
-    _check_size(os.path.getsize(path))
-    return Path(path).read_bytes()
+    """A regular file's bytes, never more than the size limit; pipes, sockets and devices are refused unread."""
+    if reason := _not_regular_reason(path):  # decided before opening: opening a device can have effects
+        raise ImageRejected(reason)
+    # O_NONBLOCK: should a FIFO replace the file after the check, opening it returns instead of waiting.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with open(fd, "rb") as file:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageRejected(f"not a regular file ({_file_kind(info.st_mode)})")
+        _check_size(info.st_size)
+        data = file.read(info.st_size + 1)  # one byte more shows a file that grew since fstat
+    if len(data) != info.st_size:
+        raise ImageRejected("the file changed while it was read; import it again once it is complete")
+    return data
+
+
+def _not_regular_reason(path: str) -> str | None:
+    """Why `path` (its target, for a link) is no file to read, or None for a regular file."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return f"cannot read the file ({_os_reason(exc)})"
+    return None if stat.S_ISREG(mode) else f"not a regular file ({_file_kind(mode)})"
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [
+        (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symbolic link"),
+    ]
+    return next((name for test, name in kinds if test(mode)), "an unknown kind of file")
 
 
 def _check_size(size: int) -> None:

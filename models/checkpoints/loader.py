@@ -67,6 +67,9 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
         raise
     except OSError as exc:
         raise CheckpointError(path, f"it could not be read ({exc.strerror or exc})") from None
+    except MemoryError:
+        reason = "there is not enough memory to load it (or a damaged size field asks for more than it holds)"
+        raise CheckpointError(path, reason) from None
     except Exception as exc:
         reason = f"its contents are damaged or unexpected ({type(exc).__name__}: {exc})"
         raise CheckpointError(path, reason) from exc

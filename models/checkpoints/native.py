@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 
 from models.checkpoints.bundle import CheckpointBundle, ModelMeta, build_bundle, materialize
 from models.checkpoints.errors import CheckpointError
+from models.checkpoints.limits import check_network_settings
 from models.stylegan2 import discriminator_from_kwargs, generator_from_kwargs
 
 FORMAT = "gan-studio"
@@ -91,6 +92,7 @@ def load_native(path: Path, sha256: str, device: str | torch.device) -> Checkpoi
         raise CheckpointError(path, "it holds no G_ema tensors")
 
     def generator(what: str):
+        check_network_settings(path, what, meta.g_kwargs)
         return materialize(path, what, lambda: generator_from_kwargs(meta.g_kwargs), tensors[what])
 
     G_ema = generator("G_ema")
@@ -99,6 +101,7 @@ def load_native(path: Path, sha256: str, device: str | torch.device) -> Checkpoi
     if tensors["D"]:
         if meta.d_kwargs is None:
             raise CheckpointError(path, "it holds D tensors but no discriminator settings (d_kwargs)")
+        check_network_settings(path, "D", meta.d_kwargs, discriminator=True)
         D = materialize(path, "D", lambda: discriminator_from_kwargs(meta.d_kwargs), tensors["D"])
     # Provenance names the file a model was first imported from; a model born here names its own file.
     source = (meta.source_format, meta.source_name, meta.source_sha256)

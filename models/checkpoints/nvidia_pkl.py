@@ -15,6 +15,7 @@ import torch
 
 from models.checkpoints.bundle import CheckpointBundle, build_bundle, dataset_name, materialize
 from models.checkpoints.errors import CheckpointError
+from models.checkpoints.limits import check_network_settings
 from models.checkpoints.safe_pickle import PersistentRecord, TFNetworkRecord, restricted_load, to_plain
 from models.stylegan2 import discriminator_from_kwargs, generator_from_kwargs
 
@@ -46,12 +47,14 @@ def load_nvidia_pkl(path: Path, sha256: str, device: str | torch.device) -> Chec
     g_kwargs = _init_kwargs(path, g_ema_record, "G_ema")
     # The two writers differ in their defaults; which one wrote the file shows in the kwargs layout.
     schema = "stylegan2-ada" if "synthesis_kwargs" in g_kwargs else "stylegan3"
+    check_network_settings(path, "G_ema", g_kwargs)
 
     G_ema = materialize(path, "G_ema", lambda: generator_from_kwargs(g_kwargs, schema), g_ema_weights)
     G = D = None
     if data.get("G") is not None:
         g_record = _network(path, data, "G", "Generator")
         g_kwargs_g = _init_kwargs(path, g_record, "G")
+        check_network_settings(path, "G", g_kwargs_g)
         g_weights = _weights(path, g_record, "G")
         G = materialize(path, "G", lambda: generator_from_kwargs(g_kwargs_g, schema), g_weights)
     training = _training_summary(path, data.get("training_set_kwargs"), schema)
@@ -60,6 +63,7 @@ def load_nvidia_pkl(path: Path, sha256: str, device: str | torch.device) -> Chec
         d_kwargs = _discriminator_kwargs(_init_kwargs(path, d_record, "D"))
         architecture = d_kwargs.get("architecture", "resnet")
         if architecture == "resnet":
+            check_network_settings(path, "D", d_kwargs, discriminator=True)
             d_weights = _weights(path, d_record, "D")
             D = materialize(path, "D", lambda: discriminator_from_kwargs(d_kwargs, schema), d_weights)
         else:  # e.g. the ADA repo's cifar config; the generator is still fine to use

@@ -17,7 +17,8 @@ import torch
 from models import ops
 from models.checkpoints.bundle import CheckpointBundle, build_bundle, dataset_name, materialize
 from models.checkpoints.errors import CheckpointError
-from models.checkpoints.safe_pickle import UnsafeContent, weights_only_load
+from models.checkpoints.limits import check_extent, check_network_settings
+from models.checkpoints.safe_pickle import BoundedReader, UnsafeContent, weights_only_load
 from models.stylegan2 import Discriminator, Generator, discriminator_from_kwargs, generator_from_kwargs
 
 W_AVG_SAMPLES = 4096  # latents averaged for w_avg when a file has no latent_avg, as rosinality's mean_latent
@@ -25,12 +26,13 @@ W_AVG_SAMPLES = 4096  # latents averaged for w_avg when a file has no latent_avg
 
 def load_rosinality(path: Path, sha256: str, device: str | torch.device) -> CheckpointBundle:
     try:
-        with open(path, "rb") as file:  # a file object: torch.load must not judge the format by the name
+        with BoundedReader(path) as file:  # a file object: torch.load must not judge the format by the name
             ckpt = weights_only_load(file, extra_globals=(argparse.Namespace,))
     except UnsafeContent as exc:
         raise CheckpointError(path, str(exc), refused=True) from None
     except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
         raise CheckpointError(path, f"the torch file is truncated or corrupt ({exc})") from None
+    _check_tensor_extents(path, ckpt)
     if isinstance(ckpt, dict) and "style.1.weight" in ckpt:
         ckpt = {"g_ema": ckpt}  # a bare generator state_dict
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("g_ema"), dict):
@@ -69,6 +71,29 @@ def load_rosinality(path: Path, sha256: str, device: str | torch.device) -> Chec
         training=training,
         device=device,
     )
+
+
+def _check_tensor_extents(path: Path, ckpt: Any) -> None:
+    """Every tensor in the file lies inside its storage (torch.load checks reads past the end, but not a
+    stride-0 view that would become terabytes once copied)."""
+    pending, seen = [("", ckpt)], set()
+    while pending:
+        where, value = pending.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, torch.Tensor):
+            numel = value.untyped_storage().nbytes() // value.element_size()
+            shape, stride = tuple(value.shape), value.stride()
+            try:
+                check_extent(f"its tensor {where}", numel, value.storage_offset(), shape, stride)
+            except ValueError as exc:
+                raise CheckpointError(path, f"{exc}: the file is damaged") from None
+        elif isinstance(value, dict | argparse.Namespace):
+            items = vars(value) if isinstance(value, argparse.Namespace) else value
+            pending.extend((f"{where}.{key}".lstrip("."), item) for key, item in items.items())
+        elif isinstance(value, list | tuple):
+            pending.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
 
 
 class _Weights:
@@ -189,6 +214,7 @@ def _generator(path: Path, what: str, state: dict, base_hint: int | None, latent
         w[f"synthesis.b{res}.resample_filter"] = take.kernel(f"to_rgbs.{i - 1}.upsample.kernel", 4)
     take.check_all_used()
 
+    check_network_settings(path, what, kwargs)
     G = materialize(path, what, lambda: generator_from_kwargs(kwargs), w)
     if latent_avg is None:
         z = torch.randn([W_AVG_SAMPLES, z_dim], generator=torch.Generator().manual_seed(0))
@@ -253,4 +279,5 @@ def _discriminator(path: Path, state: dict, base_hint: int | None) -> Discrimina
         }
     )
     take.check_all_used()
+    check_network_settings(path, what, kwargs, discriminator=True)
     return materialize(path, what, lambda: discriminator_from_kwargs(kwargs), w)

@@ -10,6 +10,7 @@ refuses everything else by name. Nothing from `dnnlib` or `torch_utils` is ever 
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import re
 import warnings
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from models.checkpoints.errors import CheckpointError
+from models.checkpoints.limits import check_extent
 
 
 class UnsafeContent(Exception):
@@ -141,6 +143,8 @@ def _rebuild_tensor(
     ints = [offset, *size, *stride] if isinstance(size, tuple) and isinstance(stride, tuple) else None
     if ints is None or len(size) != len(stride) or not all(type(n) is int and n >= 0 for n in ints):
         raise ValueError("a tensor has an invalid offset, size or stride")
+    # Checked here because torch would grow the storage to fit (uninitialised memory, of any size asked).
+    check_extent("a tensor", storage._size(), offset, size, stride)  # _size: size() warns of TypedStorage
     return torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict())
 
 
@@ -154,12 +158,48 @@ def _load_storage(data: Any) -> torch.storage.TypedStorage:
     """`torch.storage._load_from_bytes`: the bytes are a legacy `torch.save` of one storage."""
     if not isinstance(data, bytes):
         raise UnsafeContent(f"it loads a storage from a {type(data).__name__} instead of bytes")
+    claimed = _StorageClaims.bytes_claimed(data)
+    if claimed > len(data):  # torch would allocate the claimed size before finding the bytes missing
+        raise ValueError(f"a storage claims {claimed:,} bytes but only {len(data):,} are stored")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # TypedStorage deprecation: these files hold them
         storage = weights_only_load(io.BytesIO(data))
     if not isinstance(storage, torch.storage.TypedStorage):
         raise UnsafeContent(f"its storage bytes hold a {type(storage).__name__}, not a storage")
     return storage
+
+
+_STORAGE_ITEMSIZE = {
+    "DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2, "LongStorage": 8,
+    "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1,
+}  # fmt: skip
+
+
+class _StorageClaims(pickle.Unpickler):
+    """Reads the pickles of a legacy `torch.save` stream only for the sizes its storages claim; builds nothing."""
+
+    def __init__(self, file: IO[bytes]):
+        super().__init__(file)
+        self.nbytes = 0
+
+    @classmethod
+    def bytes_claimed(cls, data: bytes) -> int:
+        reader = cls(io.BytesIO(data))
+        for _ in range(4):  # magic number, protocol version, system info, then the storage itself
+            reader.load()
+        return reader.nbytes
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "torch" and name in _STORAGE_ITEMSIZE:
+            return name
+        raise UnsafeContent(f"its storage bytes reference {module}.{name}, which a storage never needs")
+
+    def persistent_load(self, pid: Any) -> Any:
+        # ("storage", type, key, location, numel, view metadata)
+        valid = isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage" and pid[1] in _STORAGE_ITEMSIZE
+        if not valid or type(pid[4]) is not int or pid[4] < 0:
+            raise UnsafeContent("its storage bytes hold a record that is not a storage")
+        self.nbytes += _STORAGE_ITEMSIZE[pid[1]] * pid[4]
 
 
 ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
@@ -204,10 +244,27 @@ def restricted_load(path: Path, file: IO[bytes]) -> Any:
         raise CheckpointError(path, str(exc), refused=True) from None
     except EOFError:
         raise CheckpointError(path, "the pickle ends early: the file is truncated") from None
-    except (CheckpointError, MemoryError):
+    except CheckpointError:
         raise
+    except MemoryError:  # Python's unpickler allocates what a length field declares before reading it
+        reason = "it asks for more memory than there is (a damaged length field, or too little memory)"
+        raise CheckpointError(path, reason) from None
     except Exception as exc:
         raise CheckpointError(path, f"the pickle is corrupt ({type(exc).__name__}: {exc})") from None
+
+
+class BoundedReader(io.BufferedReader):
+    """A file whose reads never ask for more than the bytes left. Python-level unpicklers (torch's weights-only
+    one) read what a length field declares, and a buffered read allocates the whole request before reading."""
+
+    def __init__(self, path: Path):
+        super().__init__(io.FileIO(path, "rb"))
+        self._size = os.fstat(self.fileno()).st_size
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is not None and size > 0:
+            size = min(size, max(self._size - self.tell(), 0))
+        return super().read(size)
 
 
 _REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
@@ -229,16 +286,29 @@ def weights_only_load(file: IO[bytes] | Path, extra_globals: tuple[type, ...] = 
         raise UnsafeContent(f"it holds more than tensors and plain data ({detail})") from None
 
 
+_MAX_SETTINGS_VALUES = 100_000  # far beyond any network's settings; a pickle's shared references could
+_MAX_SETTINGS_DEPTH = 32  # otherwise unfold a few hundred bytes into 2**100 values
+
+
 def to_plain(value: Any, where: str) -> Any:
     """Recorded settings as JSON-ready Python (dicts, lists, numbers, strings); anything else is refused."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        if not all(isinstance(k, str) for k in value):
-            raise ValueError(f"{where} has non-text keys")
-        return {k: to_plain(v, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_plain(v, where) for v in value]
-    raise ValueError(f"{where} holds a {type(value).__name__}, where settings hold plain values")
+    budget = _MAX_SETTINGS_VALUES
+
+    def plain(value: Any, where: str, depth: int) -> Any:
+        nonlocal budget
+        budget -= 1
+        if budget < 0 or depth > _MAX_SETTINGS_DEPTH:
+            raise ValueError(f"{where} holds more values, or nests deeper, than settings ever do")
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, dict):
+            if not all(isinstance(k, str) for k in value):
+                raise ValueError(f"{where} has non-text keys")
+            return {k: plain(v, f"{where}.{k}", depth + 1) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v, where, depth + 1) for v in value]
+        raise ValueError(f"{where} holds a {type(value).__name__}, where settings hold plain values")
+
+    return plain(value, where, 0)

@@ -2,7 +2,8 @@
 
 It wraps training's scan and prepare (the very code `gan-studio-train --data` runs, so the GUI and the CLI
 accept and refuse the same files) and adds what only the studio needs: names, listing, rename, delete, the
-last import report, thumbnails and crop previews. Qt-free, so the UI reaches it without importing torch.
+last import report, thumbnails and crop previews. Qt-free; it reaches training only through the public
+facade `training.dataset`.
 """
 
 from __future__ import annotations
@@ -22,11 +23,22 @@ from PIL import Image
 
 from studio.engine.files import atomic_write_bytes
 from studio.engine.paths import user_data_dir
-from training.decode import IMAGE_EXTENSIONS, ImageRejected, decode_image
-from training.prepare import FIT_MODES, fit_square, prepare_dataset
-from training.scan import ImageRecord, ImportReport, scan_sources
-from training.sources import SourceFile, SourceReader
-from training.store import DatasetError, open_shard, read_manifest
+from training.dataset import (
+    FIT_MODES,
+    IMAGE_EXTENSIONS,
+    DatasetError,
+    ImageRecord,
+    ImageRejected,
+    ImportReport,
+    SourceFile,
+    SourceReader,
+    decode_image,
+    fit_square,
+    open_shard,
+    prepare_dataset,
+    read_manifest,
+    scan_sources,
+)
 
 __all__ = [
     "DROP_SUFFIXES",

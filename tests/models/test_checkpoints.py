@@ -10,6 +10,7 @@ import os
 import pickle
 import subprocess
 import sys
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -500,3 +501,129 @@ def test_numpy_objects_are_refused(tmp_path, marker):
     data = snapshot(marker)
     data["training_set_kwargs"]["labels"] = np.array([OrderedDict(), "x"], dtype=object)
     refusal(fx.write_pickle(tmp_path / "objects.pkl", data), "numpy array of objects")
+
+
+# --- files that ask for more than they hold
+
+
+def g_ema_state(data: dict, *modules: str) -> dict:
+    """The pickled `__dict__` of a G_ema submodule, e.g. ("mapping", "fc0")."""
+    state = data["G_ema"].meta["state"]
+    for name in modules:
+        state = state["_modules"][name].meta["state"]
+    return state
+
+
+def rebuild(storage_numel: int, offset: int, size: tuple, stride: tuple) -> Payload:
+    """A pickled tensor view with these extents over a real storage of `storage_numel` floats."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # TypedStorage is deprecated, but pickles hold them
+        storage = torch.arange(float(storage_numel)).storage()
+    return Payload(torch._utils._rebuild_tensor_v2, storage, offset, size, stride, False, OrderedDict())
+
+
+@pytest.mark.parametrize(
+    "storage_numel, offset, size, stride",
+    [
+        pytest.param(4, 0, (32, 32), (32, 1), id="past-the-end"),  # torch would grow the storage: garbage
+        pytest.param(1024, 1000, (32, 32), (32, 1), id="offset"),
+        pytest.param(1, 0, (32, 32), (0, 0), id="stride-0"),  # 1 stored number, 1024 once copied
+        pytest.param(4, 0, (1 << 20, 1 << 20), (1 << 20, 1), id="terabytes"),
+    ],
+)
+def test_pickled_tensor_outside_its_storage_is_refused(
+    tmp_path, marker, memory_cap, storage_numel, offset, size, stride
+):
+    data = snapshot(marker)
+    g_ema_state(data, "mapping", "fc0")["_parameters"]["weight"] = rebuild(storage_numel, offset, size, stride)
+    refusal(fx.write_pickle(tmp_path / "extent.pkl", data), "pickle is corrupt", "reaches beyond its storage")
+
+
+def test_storage_bytes_claiming_more_than_they_hold_are_refused(tmp_path, marker, memory_cap):
+    legacy = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        torch.save(torch.zeros(4).storage(), legacy, _use_new_zipfile_serialization=False)
+    numel = legacy.getvalue().index(b"K\x04Nt")  # the storage's element count in its persistent id
+    claim = b"\x8a\x05" + (1 << 36).to_bytes(5, "little")  # 2**36 floats: 256 GiB
+    patched = legacy.getvalue()[:numel] + claim + legacy.getvalue()[numel + 2 :]
+    data = snapshot(marker)
+    g_ema_state(data, "mapping", "fc0")["_parameters"]["weight"] = Payload(torch.storage._load_from_bytes, patched)
+    refusal(fx.write_pickle(tmp_path / "claim.pkl", data), "claims 274,877,906,944 bytes but only")
+
+
+ABSURD_SETTINGS = [  # (where in the G_ema or D settings, value, what the refusal names)
+    (("synthesis_kwargs", "channel_max"), 1 << 20, "channel_max = 1,048,576 is outside"),
+    (("z_dim",), 10**9, "z_dim = 1,000,000,000 is outside"),
+    (("mapping_kwargs", "num_layers"), 10**6, "num_layers = 1,000,000 is outside"),
+    (("img_channels",), "3", "img_channels is '3' (str), not a whole number"),
+    (("synthesis_kwargs", "resample_filter"), [1.0] * 10**4, "resample_filter is not a list of 1 to 16"),
+    (("D", "img_resolution"), 1 << 40, "img_resolution = 1,099,511,627,776 is outside"),
+    (("D", "epilogue_kwargs"), {"mbstd_num_channels": 10**5}, "mbstd_num_channels = 100,000 is outside"),
+]
+
+
+@pytest.mark.parametrize("keys, value, phrase", ABSURD_SETTINGS, ids=[k[-1] for k, _, _ in ABSURD_SETTINGS])
+def test_absurd_network_settings_are_refused_by_name(tmp_path, marker, memory_cap, keys, value, phrase):
+    data = snapshot(marker)
+    network, keys = ("D", keys[1:]) if keys[0] == "D" else ("G_ema", keys)
+    settings = data[network].meta["state"]["_init_kwargs"]
+    for key in keys[:-1]:
+        settings = settings[key]
+    settings[keys[-1]] = value
+    refusal(fx.write_pickle(tmp_path / "absurd.pkl", data), f"its {network} setting", phrase)
+    assert_nothing_ran(marker)
+
+
+def test_settings_within_range_but_terabytes_in_total_are_refused(tmp_path, marker, memory_cap):
+    data = snapshot(marker)
+    settings = data["G_ema"].meta["state"]["_init_kwargs"]
+    settings.update(img_resolution=4096)
+    settings["synthesis_kwargs"].update(channel_base=1 << 21, channel_max=4096)
+    refusal(fx.write_pickle(tmp_path / "big.pkl", data), "G_ema settings describe a network of about", "million")
+
+
+@pytest.mark.timeout(60)
+def test_settings_unfolding_into_billions_of_values_are_refused(tmp_path, marker):
+    bomb: list = [0]
+    for _ in range(64):  # 64 levels of a list holding itself twice: 2**64 values, a few hundred bytes pickled
+        bomb = [bomb, bomb]
+    data = snapshot(marker)
+    data["G_ema"].meta["state"]["_init_kwargs"]["synthesis_kwargs"]["bomb"] = bomb
+    refusal(fx.write_pickle(tmp_path / "bomb.pkl", data), "holds more values, or nests deeper, than settings")
+
+
+def test_native_file_with_absurd_settings_is_refused(tmp_path, memory_cap):
+    G = fx.make_generator(seed=7)
+    good = tmp_path / "good.safetensors"
+    save_checkpoint(good, load_checkpoint(fx.torch_save(tmp_path / "g.pt", {"g_ema": fx.rosinality_generator(G)})))
+    with safe_open(good, framework="pt") as file:
+        metadata = file.metadata()
+        tensors = {key: file.get_tensor(key) for key in file.keys()}
+    meta = json.loads(metadata["meta"])
+    meta["g_kwargs"]["synthesis_kwargs"].update(channel_base=1 << 40, channel_max=1 << 30)
+    save_file(tensors, tmp_path / "absurd.safetensors", {**metadata, "meta": json.dumps(meta)})
+    refusal(tmp_path / "absurd.safetensors", "G_ema setting channel_base", "outside")
+
+
+@pytest.mark.parametrize(
+    "key, view",
+    [
+        ("noises.noise_0", lambda t: t.flatten()[:1].clone().expand(t.shape)),  # 1 stored number, 16 once copied
+        ("input.input", lambda t: t.flatten()[:1].clone().expand(1, 1 << 16, 4, 4)),  # and 65 536 channels
+    ],
+)
+def test_rosinality_stride_0_views_are_refused(tmp_path, memory_cap, key, view):
+    G = fx.rosinality_generator(fx.make_generator())
+    G[key] = view(G[key])
+    refusal(fx.torch_save(tmp_path / "view.pt", {"g_ema": G}), f"its tensor g_ema.{key}", "reaches beyond")
+
+
+def test_a_legacy_torch_file_declaring_a_3_gib_string_is_refused_without_allocating_it(tmp_path, memory_cap):
+    G = fx.rosinality_generator(fx.make_generator())
+    data = bytearray(fx.torch_save(tmp_path / "g.pt", {"g_ema": G}, legacy=True).read_bytes())
+    length = data.index(b"g_ema") - 1  # the high byte of the key's 4-byte length
+    data[length] ^= 0xC0  # found by the fuzz suite: a buffered read allocated the declared size up front
+    (tmp_path / "bad.pt").write_bytes(bytes(data))
+    error = refusal(tmp_path / "bad.pt")
+    assert "memory" not in str(error)

@@ -3,11 +3,14 @@ thumbnail grid, the crop preview, and saved datasets (prepare, reopen, rename, d
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence
@@ -58,6 +61,21 @@ def test_dropped_folder_is_scanned_with_counts_reasons_and_thumbnails(qtbot, win
     assert "6 usable" in panel.counts_text() and "2 rejected" in panel.counts_text()
     assert sum(n for _, n in panel.histogram.bins) == 6
     assert not window.messages.text()  # a dataset drop is not an error
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs POSIX FIFOs")
+def test_pipes_and_sockets_in_a_dropped_folder_are_listed_with_their_reason(qtbot, window, tmp_path):
+    folder = make_folder(tmp_path)
+    os.mkfifo(folder / "pipe.png")  # no writer: reading it would block the scan for ever
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(folder / "sock.jpg"))
+    try:
+        panel = scanned(qtbot, window, folder)
+    finally:
+        server.close()
+    rejected = {panel.rejected.item(i).text() for i in range(panel.rejected.count())}
+    assert {"pipe.png — not a regular file (a named pipe)", "sock.jpg — not a regular file (a socket)"} <= rejected
+    assert panel.report["counts"]["usable"] == 6 and panel.report["counts"]["rejected"] == 4
     # The visible thumbnails were decoded off the GUI thread and are the real pixels.
     window.docks["Dataset"].raise_()
     panel.tabs.setCurrentIndex(0)

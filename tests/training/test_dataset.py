@@ -5,9 +5,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import pickle
 import shutil
+import socket
+import stat
 import struct
+import subprocess
+import sys
 import time
 import tracemalloc
 import zipfile
@@ -283,6 +288,66 @@ def test_zip_archives_are_read_in_place(raw: Path, tmp_path: Path) -> None:
     dataset = PreparedDataset(tmp_path / "set")
     assert dataset.images[0]["source"] == str(archive) and dataset.images[0]["member"] == "set/a.jpg"
     assert np.array_equal(by_name(dataset)["b.png"], reference(pattern(1)))
+
+
+# Scans in a child process under a memory cap and a deadline: should a pipe block or /dev/zero stream again,
+# the test fails instead of hanging the suite or exhausting the machine's memory.
+SCAN_CAPPED = """
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+from training.scan import scan_sources
+report = scan_sources(sys.argv[1:])
+print(json.dumps({"usable": [i.name for i in report.images], "rejected": {r.name: r.reason for r in report.rejected}}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not Path("/dev/zero").exists(), reason="needs POSIX FIFOs")
+def test_pipes_sockets_devices_and_lying_zip_entries_are_refused_unread(raw: Path, tmp_path: Path) -> None:
+    drop = tmp_path / "d"
+    drop.mkdir()
+    shutil.copyfile(raw / "good.jpg", drop / "good.jpg")
+    os.mkfifo(drop / "pipe.png")  # no writer: opening it for reading would wait forever
+    os.mkfifo(drop / "pipe.zip")
+    os.mkfifo(tmp_path / "dropped.png")  # dropped on its own, not inside a folder
+    (drop / "zero.png").symlink_to("/dev/zero")  # endless bytes behind a size of 0
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(drop / "sock.png"))
+    archive = drop / "set.zip"
+    good = (raw / "good.jpg").read_bytes()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ok.png", (raw / "good_rgb.png").read_bytes())
+        for name, kind in [("fifo.png", stat.S_IFIFO), ("link.png", stat.S_IFLNK)]:
+            entry = zipfile.ZipInfo(name)
+            entry.external_attr = (kind | 0o644) << 16
+            zf.writestr(entry, b"/etc/passwd")
+        zf.writestr("liar.jpg", good)
+    data = bytearray(archive.read_bytes())
+    liar = data.rfind(b"PK\x01\x02")  # its central-directory entry: claim 10 bytes uncompressed
+    data[liar + 24 : liar + 28] = struct.pack("<I", 10)
+    archive.write_bytes(bytes(data))
+
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", SCAN_CAPPED, str(drop), str(tmp_path / "dropped.png")],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+        )
+    finally:
+        server.close()
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert result["usable"] == [str(drop / "good.jpg"), f"{archive}/ok.png"], result
+    rejected = result["rejected"]
+    assert rejected == {
+        str(drop / "pipe.png"): "not a regular file (a named pipe)",
+        str(drop / "pipe.zip"): "not a regular file (a named pipe)",
+        str(tmp_path / "dropped.png"): "not a regular file (a named pipe)",
+        str(drop / "sock.png"): "not a regular file (a socket)",
+        str(drop / "zero.png"): "not a regular file (a character device)",
+        f"{archive}/fifo.png": "not a regular file in the zip archive (a named pipe)",
+        f"{archive}/link.png": "not a regular file in the zip archive (a symbolic link)",
+        f"{archive}/liar.jpg": rejected[f"{archive}/liar.jpg"],
+    }
+    assert rejected[f"{archive}/liar.jpg"].startswith("unreadable in the zip archive (Bad CRC-32")
 
 
 @pytest.mark.parametrize("mode", ["crop", "pad", "stretch"])

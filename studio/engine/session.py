@@ -114,6 +114,11 @@ class Session:
         with self._lock, torch.inference_mode():
             return self._compose(state)[0].cpu().numpy()
 
+    def ws_for_z(self, z: np.ndarray, class_index: int = 0) -> np.ndarray:
+        """The untruncated w+ [num_ws, w_dim] (float32) of a latent z [z_dim] that no seed gives (animation)."""
+        with self._lock, torch.inference_mode():
+            return self._z_ws(torch.as_tensor(np.asarray(z, dtype=np.float32))[None], class_index)[0].cpu().numpy()
+
     # --- rendering ---------------------------------------------------------------------------------------
 
     def render(self, state: RenderState, preview: bool = False) -> np.ndarray:
@@ -182,6 +187,9 @@ class Session:
         return ws
 
     def _seed_ws(self, seed: int, class_index: int) -> torch.Tensor:
+        return self._z_ws(z_from_seed(seed, self.G.z_dim), class_index)
+
+    def _z_ws(self, z: torch.Tensor, class_index: int) -> torch.Tensor:
         c = None
         if self.G.c_dim > 0:
             if not 0 <= class_index < self.G.c_dim:
@@ -189,7 +197,7 @@ class Session:
                     f"class {class_index} does not exist: this model has classes 0-{self.G.c_dim - 1}"
                 )
             c = F.one_hot(torch.tensor([class_index]), self.G.c_dim).float().to(self.device)
-        return self.G.mapping(z_from_seed(seed, self.G.z_dim).to(self.device), c)
+        return self.G.mapping(z.to(self.device), c)
 
     def _given_ws(self, w: tuple[float, ...]) -> torch.Tensor:
         t = torch.tensor(w, dtype=torch.float32, device=self.device)

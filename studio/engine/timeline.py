@@ -113,9 +113,13 @@ class Timeline:
         return self.replace(keyframes=(*kept, Keyframe(time, state, easing)))
 
     def moved(self, index: int, time: float) -> Timeline:
-        keys = list(self.keyframes)
-        keys[index] = dataclasses.replace(keys[index], time=self.snap(time))
-        return self.replace(keyframes=tuple(keys))
+        """Keyframe `index` moved to `time` (snapped); a keyframe already at that time gives way to it."""
+        time = self.snap(time)
+        key = self.keyframes[index]
+        others = tuple(
+            k for i, k in enumerate(self.keyframes) if i != index and not math.isclose(k.time, time, abs_tol=1e-6)
+        )
+        return self.replace(keyframes=(*others, dataclasses.replace(key, time=time)))
 
     def with_state(self, index: int, state: RenderState) -> Timeline:
         keys = list(self.keyframes)

@@ -70,7 +70,7 @@ class TimelinePanel(QWidget):
         self.strip.keyframe_moved.connect(self.move_keyframe)
 
         self.add_button = QPushButton("Add current image")
-        self.add_button.setToolTip("Make the image on the canvas a keyframe at the playhead (replacing one there)")
+        self.add_button.setToolTip("Make the image in Explore a keyframe at the playhead (replacing one there)")
         self.add_button.clicked.connect(self.add_current)
         self.remove_button = QPushButton("Remove")
         self.remove_button.clicked.connect(self.remove_selected)
@@ -112,6 +112,7 @@ class TimelinePanel(QWidget):
             self.export_format.addItem(label, suffix)
         self.size = QSpinBox(minimum=0, maximum=MAX_SIZE, singleStep=MP4_BLOCK, suffix=" px")
         self.size.setSpecialValueText("full size")
+        self.size.setMinimumWidth(130)
         self.size.setToolTip("Frame size of the export (full: the model's resolution)")
         self.export_button = QPushButton("Export…")
         self.export_button.clicked.connect(self._export_dialog)

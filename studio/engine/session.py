@@ -30,6 +30,7 @@ from models.stylegan2 import truncate
 from studio.engine.files import atomic_write, atomic_write_bytes
 from studio.engine.imaging import to_uint8
 from studio.engine.library import ModelEntry, model_fingerprint
+from studio.engine.masking import masked_synthesis, rasterize
 from studio.engine.paths import user_data_dir
 from studio.engine.state import RenderState
 
@@ -146,15 +147,22 @@ class Session:
         generator = None
         if state.noise_mode == "random":
             generator = torch.Generator(device=self.device).manual_seed(state.noise_seed)
+        # The edit confined to the mask, blended with the original's features (its latents mapped outside
+        # autocast, as every state's are, so the outside pass is exactly the original's render).
+        outside = (self._compose(state.mask.original), state.mask.original) if state.mask is not None else None
         with autocast(self.device, self.dtype):
-            image = self.G.render(
-                ws,
-                "ws",
-                noise_mode=state.noise_mode,
-                noise_scale=state.noise_strength,
-                stop_at=stop_at,
-                generator=generator,
-            )
+            if outside is not None:
+                coverage = rasterize(state.mask, self.resolution)
+                image = masked_synthesis(self.G, outside, (ws, state), coverage, state.mask.blend_from, stop_at)
+            else:
+                image = self.G.render(
+                    ws,
+                    "ws",
+                    noise_mode=state.noise_mode,
+                    noise_scale=state.noise_strength,
+                    stop_at=stop_at,
+                    generator=generator,
+                )
         if image.shape[-1] != self.resolution:
             image = F.interpolate(image.float(), size=(self.resolution, self.resolution), mode="bilinear")
         return image.float()

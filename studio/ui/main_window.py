@@ -34,6 +34,7 @@ from studio.ui.key_routing import KeyRouter
 from studio.ui.panels.dataset import DatasetPanel
 from studio.ui.panels.explore import ExplorePanel
 from studio.ui.panels.export import ExportPanel
+from studio.ui.panels.mask import MaskPanel
 from studio.ui.panels.mix import MixPanel
 from studio.ui.panels.models import MODEL_SUFFIXES, ModelsPanel
 from studio.ui.panels.timeline import TimelinePanel
@@ -86,6 +87,7 @@ class MainWindow(QMainWindow):
         self.models_panel.import_requested.connect(self.open_model_dialog)
         self.explore_panel = ExplorePanel(self.controller)
         self.mix_panel = MixPanel(self.controller)
+        self.mask_panel = MaskPanel(self.controller, self.canvas)
         self.export_panel = ExportPanel(self.controller)
         self.dataset_panel = DatasetPanel(self.controller)
         self.train_panel = TrainPanel(self.controller, self.dataset_panel.store)
@@ -107,6 +109,8 @@ class MainWindow(QMainWindow):
         self._add_dock("Train", self.train_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         self.tabifyDockWidget(self.docks["Export"], self.docks["Dataset"])
         self.tabifyDockWidget(self.docks["Dataset"], self.docks["Train"])
+        self._add_dock("Mask", self.mask_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.tabifyDockWidget(self.docks["Mix"], self.docks["Mask"])
         self._add_dock("Timeline", self.timeline_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.docks["Explore"].raise_()
         self.resizeDocks([self.docks["Models"], self.docks["Explore"]], [290, 400], Qt.Orientation.Horizontal)

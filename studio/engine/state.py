@@ -172,7 +172,7 @@ class Mask:
     original: RenderState
     strokes: tuple[MaskStroke, ...] = ()
     invert: bool = False
-    blend_from: int = 16
+    blend_from: int = 8
 
     def __post_init__(self) -> None:
         if not isinstance(self.original, RenderState) or self.original.mask is not None:
@@ -195,7 +195,7 @@ class Mask:
             for s in data.get("strokes", ())
         )
         return cls(
-            RenderState.from_dict(data["original"]), strokes, data.get("invert", False), data.get("blend_from", 16)
+            RenderState.from_dict(data["original"]), strokes, data.get("invert", False), data.get("blend_from", 8)
         )
 
 

@@ -24,7 +24,7 @@ from studio.ui.widgets.float_slider import FloatSlider
 from studio.ui.widgets.mask_overlay import MaskOverlay
 
 OVERLAY_PX = 256  # the tint on the canvas is drawn from a raster this size at most (the engine uses full size)
-DEFAULT_BLEND_FROM = 16
+DEFAULT_BLEND_FROM = 8
 
 
 class MaskPanel(QWidget):

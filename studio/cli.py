@@ -1,4 +1,4 @@
-"""`gan-studio`: the desktop app, and its command-line tools (info, generate, convert, metrics, train).
+"""`gan-studio`: the desktop app, and its command-line tools (info, generate, convert, metrics, animate, train).
 
 With no subcommand it opens the window (optionally on the files named); `--screenshots DIR` and
 `--self-test` run the window or the engine offscreen for docs and checks.
@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-SUBCOMMANDS = ("info", "generate", "convert", "metrics", "train")
+SUBCOMMANDS = ("info", "generate", "convert", "metrics", "animate", "train")
 
 
 def _model_argument(value: str | None) -> Path:
@@ -135,6 +135,38 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_animate(args: argparse.Namespace) -> int:
+    from studio.engine.library import ModelLibrary
+    from studio.engine.paths import user_data_dir
+    from studio.engine.session import Session
+    from studio.engine.timeline_export import export_timeline, read_timeline
+
+    timeline, recipe = read_timeline(args.timeline)
+    if args.fps is not None:
+        timeline = timeline.replace(fps=args.fps)
+    model_id = recipe.get("model_id")
+    if args.model:
+        model = Path(args.model)
+    else:  # the model the keyframes were made with, from the window's library
+        library = ModelLibrary(user_data_dir() / "library")
+        entry = next((e for e in library.entries() if e.id == model_id), None)
+        if entry is None:
+            name = recipe.get("model_name") or model_id
+            raise SystemExit(f"the timeline's model “{name}” is not in your library: pass its file with --model")
+        model = entry
+    session = Session(model, device=args.device, precision=args.precision)
+    if model_id and session.model_id != model_id:
+        raise SystemExit(f"{args.model} is not the model this timeline was made with ({recipe.get('model_name')})")
+
+    def progress(done: int, total: int, _message: str) -> None:
+        print(f"\rframe {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    written = export_timeline(session, timeline, args.out, size=args.size, progress=progress)
+    print(file=sys.stderr)
+    print(written)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gan-studio", description="GAN Studio: train and play with your own GANs.")
     sub = parser.add_subparsers(dest="command")
@@ -170,6 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
     p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("animate", help="render a timeline (.json, or an MP4 the studio exported) to a video")
+    p.add_argument("timeline", help="the timeline project file saved by the Timeline panel, or its MP4")
+    p.add_argument("--out", required=True, help="video.mp4, video.gif, or a folder name for a PNG sequence")
+    p.add_argument("--fps", type=int, default=None, help="frames per second (default: the timeline's)")
+    p.add_argument("--size", type=int, default=None, help="frame size in px (default: the model's resolution)")
+    p.add_argument("--model", help="model file (default: the timeline's model from the library)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto")
+    p.set_defaults(func=cmd_animate)
     return parser
 
 

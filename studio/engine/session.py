@@ -30,6 +30,7 @@ from models.stylegan2 import truncate
 from studio.engine.files import atomic_write, atomic_write_bytes
 from studio.engine.imaging import to_uint8
 from studio.engine.library import ModelEntry, model_fingerprint
+from studio.engine.masking import masked_synthesis, rasterize
 from studio.engine.paths import user_data_dir
 from studio.engine.state import RenderState
 
@@ -114,6 +115,11 @@ class Session:
         with self._lock, torch.inference_mode():
             return self._compose(state)[0].cpu().numpy()
 
+    def ws_for_z(self, z: np.ndarray, class_index: int = 0) -> np.ndarray:
+        """The untruncated w+ [num_ws, w_dim] (float32) of a latent z [z_dim] that no seed gives (animation)."""
+        with self._lock, torch.inference_mode():
+            return self._z_ws(torch.as_tensor(np.asarray(z, dtype=np.float32))[None], class_index)[0].cpu().numpy()
+
     # --- rendering ---------------------------------------------------------------------------------------
 
     def render(self, state: RenderState, preview: bool = False) -> np.ndarray:
@@ -141,15 +147,22 @@ class Session:
         generator = None
         if state.noise_mode == "random":
             generator = torch.Generator(device=self.device).manual_seed(state.noise_seed)
+        # The edit confined to the mask, blended with the original's features (its latents mapped outside
+        # autocast, as every state's are, so the outside pass is exactly the original's render).
+        outside = (self._compose(state.mask.original), state.mask.original) if state.mask is not None else None
         with autocast(self.device, self.dtype):
-            image = self.G.render(
-                ws,
-                "ws",
-                noise_mode=state.noise_mode,
-                noise_scale=state.noise_strength,
-                stop_at=stop_at,
-                generator=generator,
-            )
+            if outside is not None:
+                coverage = rasterize(state.mask, self.resolution)
+                image = masked_synthesis(self.G, outside, (ws, state), coverage, state.mask.blend_from, stop_at)
+            else:
+                image = self.G.render(
+                    ws,
+                    "ws",
+                    noise_mode=state.noise_mode,
+                    noise_scale=state.noise_strength,
+                    stop_at=stop_at,
+                    generator=generator,
+                )
         if image.shape[-1] != self.resolution:
             image = F.interpolate(image.float(), size=(self.resolution, self.resolution), mode="bilinear")
         return image.float()
@@ -182,6 +195,9 @@ class Session:
         return ws
 
     def _seed_ws(self, seed: int, class_index: int) -> torch.Tensor:
+        return self._z_ws(z_from_seed(seed, self.G.z_dim), class_index)
+
+    def _z_ws(self, z: torch.Tensor, class_index: int) -> torch.Tensor:
         c = None
         if self.G.c_dim > 0:
             if not 0 <= class_index < self.G.c_dim:
@@ -189,7 +205,7 @@ class Session:
                     f"class {class_index} does not exist: this model has classes 0-{self.G.c_dim - 1}"
                 )
             c = F.one_hot(torch.tensor([class_index]), self.G.c_dim).float().to(self.device)
-        return self.G.mapping(z_from_seed(seed, self.G.z_dim).to(self.device), c)
+        return self.G.mapping(z.to(self.device), c)
 
     def _given_ws(self, w: tuple[float, ...]) -> torch.Tensor:
         t = torch.tensor(w, dtype=torch.float32, device=self.device)

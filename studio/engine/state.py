@@ -50,6 +50,29 @@ class MixSource:
 
 
 @dataclass(frozen=True)
+class MaskStroke:
+    """One brush stroke: `points` (x, y) in image fractions (0-1, left/top to right/bottom), a `radius` in
+    fractions of the image width, the fraction of the radius painted fully (`hardness`), painting or erasing."""
+
+    points: tuple[tuple[float, float], ...]
+    radius: float
+    hardness: float = 0.5
+    erase: bool = False
+
+    def __post_init__(self) -> None:
+        points = tuple((_number(x, "mask point"), _number(y, "mask point")) for x, y in self.points)
+        if not points:
+            raise ValueError("a mask stroke needs at least one point")
+        _set(self, "points", points)
+        _set(self, "radius", _number(self.radius, "brush radius"))
+        _set(self, "hardness", _number(self.hardness, "brush hardness"))
+        if not 0 < self.radius <= 1 or not 0 <= self.hardness <= 1:
+            raise ValueError(f"a brush needs a radius in (0, 1] and a hardness in [0, 1], not {self.radius}, "
+                             f"{self.hardness}")
+        _set(self, "erase", bool(self.erase))
+
+
+@dataclass(frozen=True)
 class RenderState:
     """One image: which model, which latent (seed, or w overriding it), edits, truncation, mixing, noise.
 
@@ -68,6 +91,7 @@ class RenderState:
     noise_seed: int = 0
     mix: tuple[MixSource, ...] = ()
     class_index: int = 0
+    mask: Mask | None = None
 
     def __post_init__(self) -> None:
         _set(self, "seed", _integer(self.seed, "seed"))
@@ -89,6 +113,8 @@ class RenderState:
         _set(self, "noise_strength", _number(self.noise_strength, "noise strength"))
         _set(self, "noise_seed", _integer(self.noise_seed, "noise seed"))
         _set(self, "class_index", _integer(self.class_index, "class index"))
+        if self.mask is not None and not isinstance(self.mask, Mask):
+            raise ValueError(f"mask must be a Mask value, not {type(self.mask).__name__}")
 
     def replace(self, **changes: Any) -> RenderState:
         return dataclasses.replace(self, **changes)
@@ -120,6 +146,8 @@ class RenderState:
                 for m in fields.get("mix", ())
             )
             fields["w"] = _optional_tuple(fields.get("w"))
+            if fields.get("mask") is not None:
+                fields["mask"] = Mask.from_dict(fields["mask"])
             return cls(**fields)
         except (KeyError, TypeError) as exc:
             raise ValueError(f"render state has a malformed edit or mixing source ({exc})") from None
@@ -134,6 +162,41 @@ class RenderState:
         except json.JSONDecodeError as exc:
             raise ValueError(f"render state is not valid JSON: {exc}") from None
         return cls.from_dict(data)
+
+
+@dataclass(frozen=True)
+class Mask:
+    """A painted region that confines every change: `original` is rendered outside it, the state holding the
+    mask inside, their feature maps blended under the mask from the `blend_from` px block on."""
+
+    original: RenderState
+    strokes: tuple[MaskStroke, ...] = ()
+    invert: bool = False
+    blend_from: int = 8
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.original, RenderState) or self.original.mask is not None:
+            raise ValueError("a mask's original must be a render state without a mask of its own")
+        _set(self, "strokes", tuple(self.strokes))
+        if not all(isinstance(stroke, MaskStroke) for stroke in self.strokes):
+            raise ValueError("mask strokes must be MaskStroke values")
+        _set(self, "invert", bool(self.invert))
+        _set(self, "blend_from", _integer(self.blend_from, "mask blending resolution"))
+
+    def replace(self, **changes: Any) -> Mask:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Mask:
+        if not isinstance(data, dict) or not isinstance(data.get("original"), dict):
+            raise ValueError("a mask must be a JSON object with its original state")
+        strokes = tuple(
+            MaskStroke(tuple(tuple(p) for p in s["points"]), s["radius"], s.get("hardness", 0.5), s.get("erase", False))
+            for s in data.get("strokes", ())
+        )
+        return cls(
+            RenderState.from_dict(data["original"]), strokes, data.get("invert", False), data.get("blend_from", 8)
+        )
 
 
 class History:

@@ -34,8 +34,10 @@ from studio.ui.key_routing import KeyRouter
 from studio.ui.panels.dataset import DatasetPanel
 from studio.ui.panels.explore import ExplorePanel
 from studio.ui.panels.export import ExportPanel
+from studio.ui.panels.mask import MaskPanel
 from studio.ui.panels.mix import MixPanel
 from studio.ui.panels.models import MODEL_SUFFIXES, ModelsPanel
+from studio.ui.panels.timeline import TimelinePanel
 from studio.ui.panels.train import TrainPanel
 from studio.ui.theme import app_icon
 from studio.ui.widgets.canvas import Canvas
@@ -46,6 +48,8 @@ log = logging.getLogger(__name__)
 
 # Exported images carry their recipe (PNG text chunk, or EXIF in the others); dropping one restores it.
 RECIPE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
+# Timeline projects, and MP4s exported from one (they carry it in their metadata), reopen the timeline.
+TIMELINE_SUFFIXES = (".json", ".mp4")
 
 
 class MainWindow(QMainWindow):
@@ -83,6 +87,7 @@ class MainWindow(QMainWindow):
         self.models_panel.import_requested.connect(self.open_model_dialog)
         self.explore_panel = ExplorePanel(self.controller)
         self.mix_panel = MixPanel(self.controller)
+        self.mask_panel = MaskPanel(self.controller, self.canvas)
         self.export_panel = ExportPanel(self.controller)
         self.dataset_panel = DatasetPanel(self.controller)
         self.train_panel = TrainPanel(self.controller, self.dataset_panel.store)
@@ -90,6 +95,8 @@ class MainWindow(QMainWindow):
         self.train_panel.library_changed.connect(self.models_panel.refresh)
         self.models_panel.library_changed.connect(self.train_panel.refresh_bases)
         self.train_panel.open_checkpoint.connect(self._open_checkpoint)
+        self.timeline_panel = TimelinePanel(self.controller)
+        self.timeline_panel.frame_ready.connect(self._on_timeline_frame)
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("Models", self.models_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
         for name, panel in (
@@ -102,6 +109,9 @@ class MainWindow(QMainWindow):
         self._add_dock("Train", self.train_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         self.tabifyDockWidget(self.docks["Export"], self.docks["Dataset"])
         self.tabifyDockWidget(self.docks["Dataset"], self.docks["Train"])
+        self._add_dock("Mask", self.mask_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.tabifyDockWidget(self.docks["Mix"], self.docks["Mask"])
+        self._add_dock("Timeline", self.timeline_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.docks["Explore"].raise_()
         self.resizeDocks([self.docks["Models"], self.docks["Explore"]], [290, 400], Qt.Orientation.Horizontal)
 
@@ -252,6 +262,10 @@ class MainWindow(QMainWindow):
         suffix = " (preview)" if result.preview else ""
         self._render_label.setText(f"Render: {result.elapsed_ms:.0f} ms{suffix}")
 
+    def _on_timeline_frame(self, image, caption: str) -> None:
+        self.canvas.set_image(to_qimage(image))
+        self._image_info.setText(caption)
+
     def _update_undo_actions(self) -> None:
         self.undo_action.setEnabled(self.controller.history.can_undo)
         self.redo_action.setEnabled(self.controller.history.can_redo)
@@ -298,12 +312,16 @@ class MainWindow(QMainWindow):
         zips and other images are scanned for a dataset in the Dataset panel."""
         models = [p for p in paths if p.suffix.lower() in MODEL_SUFFIXES]
         recipes = [p for p in paths if p.suffix.lower() in RECIPE_SUFFIXES and read_recipe(p) is not None]
+        timelines = [p for p in paths if p.suffix.lower() in TIMELINE_SUFFIXES]
         data = [p for p in paths if p not in recipes and (p.is_dir() or p.suffix.lower() in DROP_SUFFIXES)]
-        ignored = [p.name for p in paths if p not in models and p not in recipes and p not in data]
+        ignored = [p.name for p in paths if p not in models + recipes + data + timelines]
         if models:
             self.models_panel.import_files(models)
         for image in recipes[-1:]:  # restoring several states at once has no meaning: the last drop wins
             self.restore_recipe(image)
+        for timeline in timelines[-1:]:
+            self.docks["Timeline"].show()
+            self.timeline_panel.open_file(timeline)
         if data:
             self._show_dataset_panel()
             self.dataset_panel.import_paths(data)
@@ -311,7 +329,7 @@ class MainWindow(QMainWindow):
             self._show_message(
                 "error",
                 f"Ignored {', '.join(ignored)}: drop a model (.pkl, .pt, .safetensors), an image exported by "
-                "GAN Studio, or folders, zips and images for a dataset.",
+                "GAN Studio, a timeline (.json, or its .mp4), or folders, zips and images for a dataset.",
             )
 
     def _add_dataset(self, dialog) -> None:
@@ -382,6 +400,7 @@ class MainWindow(QMainWindow):
             or self.export_panel.busy()
             or self.dataset_panel.busy()
             or self.train_panel.busy()
+            or self.timeline_panel.busy()
         )
 
     # --- layout persistence and shutdown ----------------------------------------------------------------
@@ -409,6 +428,7 @@ class MainWindow(QMainWindow):
         self.export_panel.shutdown()
         self.dataset_panel.shutdown()
         self.train_panel.shutdown()
+        self.timeline_panel.shutdown()
         self.controller.shutdown()
         super().closeEvent(event)
 
@@ -416,5 +436,6 @@ class MainWindow(QMainWindow):
 def _accepted(path: str) -> bool:
     suffix = Path(path).suffix.lower()
     known = suffix in MODEL_SUFFIXES or suffix in RECIPE_SUFFIXES or suffix in DROP_SUFFIXES
+    known = known or suffix in TIMELINE_SUFFIXES
     return known or Path(path).is_dir()
 

@@ -60,6 +60,14 @@ class Canvas(QScrollArea):
     def image(self) -> QImage:
         return self._view.image
 
+    def view(self) -> QWidget:
+        """The widget the image is painted on; overlays (the mask brush) sit on it."""
+        return self._view
+
+    def image_rect(self) -> QRect:
+        """Where the image is drawn, in the coordinates of `view()`."""
+        return self._view.target_rect()
+
     def set_smooth(self, smooth: bool) -> None:
         """Enlarged images drawn smooth (bilinear) or as their square pixels."""
         self._view.smooth = smooth

@@ -45,6 +45,7 @@ PREVIEW_MIN = 64
 # Previews aim to take at most this long (20 frames a second while a slider moves): the preview resolution halves
 # when one takes longer, and doubles (up to half the model's) when a frame at twice the size would still fit.
 PREVIEW_BUDGET_MS = 50.0
+MAPPED_KEPT = 64
 
 
 @dataclass
@@ -97,6 +98,7 @@ class Session:
         # The display path (same pixels, less work); fp16 keeps the eager network and its fp16 safeguards.
         self._fast = FastSynthesis(self.G.synthesis, self.dtype) if self.dtype in (None, torch.bfloat16) else None
         self._preview_cut = min(self.resolution, max(self.resolution // 4, PREVIEW_MIN))
+        self._mapped: dict[tuple[int, int], torch.Tensor] = {}  # the mapping's w+ of recent (seed, class)
         self._directions_dir = (data_dir or user_data_dir()) / "directions"
         self._computed: list[Direction] | None = None
         self._user = self._read_user_directions()
@@ -231,6 +233,15 @@ class Session:
         return ws
 
     def _seed_ws(self, seed: int, class_index: int) -> torch.Tensor:
+        """The mapping's w+ for a seed; the last few are kept, as every frame of a slider drag asks again."""
+        key = (seed, class_index)
+        if key not in self._mapped:
+            if len(self._mapped) >= MAPPED_KEPT:
+                del self._mapped[next(iter(self._mapped))]
+            self._mapped[key] = self._map_seed(seed, class_index)
+        return self._mapped[key].clone()  # callers may write into theirs
+
+    def _map_seed(self, seed: int, class_index: int) -> torch.Tensor:
         c = None
         if self.G.c_dim > 0:
             if not 0 <= class_index < self.G.c_dim:

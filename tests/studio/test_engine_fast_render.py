@@ -125,3 +125,17 @@ def test_a_direction_on_fine_layers_reuses_the_coarse_blocks(model_file: Path, t
     image = session.render(edited)
     assert session._fast.last_reused_blocks == 3  # the 4, 8 and 16 px blocks read only layers 0-5
     assert np.abs(image.astype(int) - eager_pixels(session, edited)).max() <= 1
+
+
+def test_the_mapping_runs_once_per_seed_and_its_cached_latents_stay_intact(model_file: Path, tmp_path: Path):
+    session = Session(model_file, device="cpu", precision="fp32", data_dir=tmp_path)
+    calls = []
+    session.G.mapping.register_forward_hook(lambda *args: calls.append(1))
+    state = RenderState(model_id="", seed=11)
+    first = session.render(state)
+    w = session.w_for_seed(11)
+    w[:] = 0  # the caller's copy, not the cache
+    for psi in (0.9, 0.8):
+        session.render(state.replace(psi=psi), preview=True)
+    assert len(calls) == 1
+    assert np.array_equal(session.render(state), first) and not np.array_equal(session.w_for_seed(11), w)

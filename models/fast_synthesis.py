@@ -239,10 +239,12 @@ class FastSynthesis:
         noise_seed: int | None = None,
         stop_at: int | None = None,
         cancel: Callable[[], bool] | None = None,
+        remember: bool = True,
     ) -> torch.Tensor:
         """ws [N, num_ws, w_dim] → fp32 images [N, C, R, R], as `synthesis(ws, ...)` would render them; random
         noise is drawn from a generator seeded with `noise_seed`. Raises RenderCancelled when `cancel()` is true
-        between two blocks."""
+        between two blocks. `remember=False` leaves the prefix cache to the frames it holds (for one-off images
+        such as thumbnails, which would otherwise evict the frame being edited)."""
         net = self.synthesis
         if ws.ndim != 3 or tuple(ws.shape[1:]) != (net.num_ws, net.w_dim):
             raise ValueError(f"expected w+ [N, {net.num_ws}, {net.w_dim}], got {tuple(ws.shape)}")
@@ -269,8 +271,9 @@ class FastSynthesis:
                 x, img = self._block(block, x, img, ws.narrow(1, start, count), noises, memory_format)
                 outputs.append((x, img))
             cache = self._cache
-            if not (cache and cache.key == key and len(cache.outputs) >= len(outputs) and torch.equal(cache.ws, ws)):
-                self._cache = _Cached(key, ws, outputs)  # (a preview of the cached frame keeps its longer list)
+            longer = cache and cache.key == key and len(cache.outputs) >= len(outputs) and torch.equal(cache.ws, ws)
+            if remember and not longer:  # (a preview of the cached frame keeps the cache's longer list)
+                self._cache = _Cached(key, ws, outputs)
             return img.clone(memory_format=torch.contiguous_format)  # the cached img stays the cache's own
 
     def _reusable_blocks(self, key: tuple, ws: torch.Tensor, slices: list[tuple[int, int]]) -> int:

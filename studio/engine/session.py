@@ -139,12 +139,14 @@ class Session:
     # --- rendering ---------------------------------------------------------------------------------------
 
     def render(
-        self, state: RenderState, preview: bool = False, cancel: Callable[[], bool] | None = None
+        self, state: RenderState, preview: bool = False, cancel: Callable[[], bool] | None = None,
+        remember: bool = True,
     ) -> np.ndarray:
         """uint8 RGB [resolution, resolution, 3]; previews are synthesised at `preview_resolution`. `cancel` is
-        polled between blocks of the network: when it returns True, RenderCancelled is raised."""
+        polled between blocks of the network: when it returns True, RenderCancelled is raised. `remember=False`
+        keeps this image out of the cache of the last frame's layers (thumbnails: the canvas keeps its own)."""
         with self._lock, torch.inference_mode():
-            return to_uint8(self._synthesize(self._compose(state), state, preview, cancel))[0]
+            return to_uint8(self._synthesize(self._compose(state), state, preview, cancel, remember))[0]
 
     def render_raw(self, state: RenderState) -> torch.Tensor:
         """The generator's float32 output [1, channels, resolution, resolution] (about -1 to 1) on the session's
@@ -162,23 +164,24 @@ class Session:
             return to_uint8(self._synthesize(tensor, state, preview))[0]
 
     def _synthesize(
-        self, ws: torch.Tensor, state: RenderState, preview: bool, cancel: Callable[[], bool] | None = None
+        self, ws: torch.Tensor, state: RenderState, preview: bool, cancel: Callable[[], bool] | None = None,
+        remember: bool = True,
     ) -> torch.Tensor:
         stop_at = self.preview_resolution if preview else None
-        image = self._fast_synthesize(ws, state, stop_at, cancel) if self._fast is not None else None
+        image = self._fast_synthesize(ws, state, stop_at, cancel, remember) if self._fast is not None else None
         if image is None:
             image = self._eager_synthesize(ws, state, stop_at)
         if image.shape[-1] != self.resolution:
             image = F.interpolate(image.float(), size=(self.resolution, self.resolution), mode="bilinear")
         return image.float()
 
-    def _fast_synthesize(self, ws, state: RenderState, stop_at: int | None, cancel) -> torch.Tensor | None:
+    def _fast_synthesize(self, ws, state: RenderState, stop_at: int | None, cancel, remember) -> torch.Tensor | None:
         """The display path's image, or None (and the eager path from then on) if it failed unexpectedly."""
         start = time.perf_counter()
         try:
             image = self._fast(
                 ws, noise_mode=state.noise_mode, noise_scale=state.noise_strength, noise_seed=state.noise_seed,
-                stop_at=stop_at, cancel=cancel,
+                stop_at=stop_at, cancel=cancel, remember=remember,
             )
         except RenderCancelled:
             raise

@@ -133,3 +133,16 @@ def test_cancel_stops_between_blocks_and_the_next_frame_is_whole(G):
         fast(ws, cancel=cancel)
     assert len(polls) == 3
     close(fast(ws, cancel=lambda: False), eager(G, ws), tol=1e-4)
+
+
+def test_frames_not_remembered_leave_the_cache_to_the_frame_being_edited(G):
+    fast = FastSynthesis(G.synthesis)
+    ws = ws_of(G, seed=8)
+    fast(ws)
+    for seed in (20, 21):  # thumbnails of other seeds
+        other = ws_of(G, seed=seed)
+        close(fast(other, stop_at=8, remember=False), eager(G, other, stop_at=8), tol=1e-4)
+    edited = ws.clone()
+    edited[:, 6:] -= 0.4
+    close(fast(edited), eager(G, edited), tol=1e-4)
+    assert fast.last_reused_blocks == 3

@@ -185,12 +185,16 @@ class FastSynthesis:
         return torch.ops.mkldnn._convolution_pointwise(x, weight, None, padding, [1, 1], [1, 1], 1, "none", [], "")
 
     def _torgb(self, layer: ToRGBLayer, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """fp32 RGB [N, C, H, W] of x (any layout): a 1×1 modulated convolution as a matmul over pixels."""
+        """fp32 RGB [N, C, H, W] of x (any layout): a 1×1 modulated convolution, without demodulation."""
         m = self._layers[id(layer)]
         n, _, h, w_ = x.shape
         weight = (m.weight[None, :, :, 0, 0] * self._styles(m, w)[:, None, :]).to(self.dtype)  # [N, O, I]
-        rows = torch.matmul(x.permute(0, 2, 3, 1).reshape(n, h * w_, -1), weight.transpose(1, 2))  # [N, HW, O]
-        y = rows.float().add_(layer.bias.detach().float()).reshape(n, h, w_, -1).permute(0, 3, 1, 2)
+        bias = layer.bias.detach().float()
+        if n == 1:  # oneDNN's 1×1 convolution: twice as fast as a matmul with three columns here
+            y = F.conv2d(x, weight[0, :, :, None, None]).float().add_(bias[None, :, None, None])
+        else:  # pixels as rows, one matmul per sample
+            rows = torch.matmul(x.permute(0, 2, 3, 1).reshape(n, h * w_, -1), weight.transpose(1, 2))  # [N, HW, O]
+            y = rows.float().add_(bias).reshape(n, h, w_, -1).permute(0, 3, 1, 2)
         if layer.conv_clamp is not None:
             y = y.clamp_(-layer.conv_clamp, layer.conv_clamp)
         return y

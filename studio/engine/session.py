@@ -161,7 +161,7 @@ class Session:
             raise ValueError(f"w+ of shape {tuple(ws.shape)} does not fit this model, which takes {expected}")
         with self._lock, torch.inference_mode():
             tensor = torch.as_tensor(np.asarray(ws, dtype=np.float32), device=self.device)[None]
-            return to_uint8(self._synthesize(tensor, state, preview))[0]
+            return to_uint8(self._synthesize(tensor, state, preview, remember=False))[0]  # grids, video frames
 
     def _synthesize(
         self, ws: torch.Tensor, state: RenderState, preview: bool, cancel: Callable[[], bool] | None = None,

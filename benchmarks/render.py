@@ -1,13 +1,16 @@
 """Generator render latency at batch 1: full images and preview cuts, fp32 vs bf16 autocast, channels-last vs
-contiguous activations, fused vs plain modulation.
+contiguous activations, fused vs plain modulation, and the display path (`models.fast_synthesis`, "fast").
 
-Run on demand: `python benchmarks/render.py [--quick] [--resolutions 256,512,1024] [--runs 3] [--threads N]`.
+Run on demand: `python benchmarks/render.py [--quick] [--resolutions 256,512,1024] [--runs 3] [--threads N]
+[--cuts 256,1024] [--cases "fp32 channels-last,fast fp32"]`.
 Networks have random weights in StyleGAN2's published widths (256²: channel_base 16384; 512² and 1024²:
 32768; channel_max 512, 8 mapping layers, z = w = 512) and render with const noise under inference_mode.
 Every case is warmed up once, then the cases of one resolution and cut are timed in interleaved rounds
 (these machines are noisy) and the median is compared with the plain fp32 contiguous baseline of the same
-run. On a CPU without native bf16 (no AMX / AVX-512 BF16), bf16 autocast is emulated and very slow: it is
-timed once per case, cheapest first, until its time budget is spent.
+run; "vs eager" compares a case with the eager network in the same precision as it renders in the studio
+before the display path (channels-last, plain modulation). The fast cases render every frame from scratch (the
+prefix cache is cleared). On a CPU without native bf16 (no AMX / AVX-512 BF16), bf16 autocast is emulated and
+very slow: it is timed once per case, cheapest first, until its time budget is spent.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.device import autocast, cpu_has_fast_bf16, select_device, select_precision  # noqa: E402
+from models.fast_synthesis import FastSynthesis  # noqa: E402
 from models.stylegan2 import Generator  # noqa: E402
 
 
@@ -37,6 +41,7 @@ class Case:
     dtype: torch.dtype | None  # autocast dtype; None is fp32
     channels_last: bool
     fused: bool
+    fast: bool = False  # the display path instead of the eager network
 
 
 BASELINE = Case("fp32 contiguous", None, False, False)
@@ -50,6 +55,12 @@ BF16_CASES = [
     Case("bf16 channels-last", torch.bfloat16, True, False),
     Case("bf16 contiguous", torch.bfloat16, False, False),
 ]
+FAST_FP32 = Case("fast fp32", None, True, False, fast=True)
+FAST_BF16 = Case("fast bf16", torch.bfloat16, True, False, fast=True)
+# What each precision rendered with in the studio before the display path, for the "vs eager" column.
+EAGER_REFERENCE = {None: FP32_CASES[2], torch.bfloat16: BF16_CASES[0]}
+FP32_CASES.append(FAST_FP32)
+BF16_CASES.append(FAST_BF16)
 
 
 def make_generator(resolution: int, device: torch.device) -> Generator:
@@ -71,12 +82,19 @@ def renderer(G: Generator, case: Case, cut: int, device: torch.device) -> Callab
     stop_at = cut if cut < G.img_resolution else None
     sync = {"cuda": torch.cuda.synchronize, "mps": torch.mps.synchronize}.get(device.type, lambda: None)
 
+    fast = FastSynthesis(G.synthesis, case.dtype) if case.fast else None
+
     def run() -> tuple[float, float]:
         G.synthesis.channels_last = case.channels_last
         sync()
         wall, cpu = time.perf_counter(), time.process_time()
-        with torch.inference_mode(), autocast(device, case.dtype):
-            G.render(z, noise_mode="const", stop_at=stop_at, fused=case.fused)
+        if fast is not None:
+            fast._cache = None  # every frame from scratch
+            with torch.inference_mode():
+                fast(G.to_ws(G.z_to_w(z)), noise_mode="const", stop_at=stop_at)
+        else:
+            with torch.inference_mode(), autocast(device, case.dtype):
+                G.render(z, noise_mode="const", stop_at=stop_at, fused=case.fused)
         sync()
         return time.perf_counter() - wall, time.process_time() - cpu
 
@@ -117,14 +135,21 @@ def label(resolution: int, cut: int, case: Case) -> str:
     return f"{resolution:>5}  {'full' if cut == resolution else f'cut {cut}':>8}  {case.name:<26}"
 
 
-def row(resolution: int, cut: int, case: Case, times: list[tuple[float, float]], baseline: float) -> str:
+def row(
+    resolution: int, cut: int, case: Case, times: list[tuple[float, float]], baseline: float,
+    eager: list[tuple[float, float]] | None = None,
+) -> str:
     wall = [t[0] for t in times]
     cpu = statistics.median(t[1] for t in times)
     median = statistics.median(wall)
-    return (
+    text = (
         f"{label(resolution, cut, case)}{median * 1e3:>10.1f}{min(wall) * 1e3:>10.1f}{cpu * 1e3:>10.1f}"
         f"{len(times):>5}{baseline / median:>9.2f}×"
     )
+    if eager:  # wall and CPU time ratios against the eager reference of the same precision
+        eager_wall, eager_cpu = statistics.median(t[0] for t in eager), statistics.median(t[1] for t in eager)
+        text += f"{eager_wall / median:>8.2f}×{eager_cpu / cpu:>8.2f}×"
+    return text
 
 
 def main() -> None:
@@ -135,6 +160,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--bf16-budget", type=float, default=60.0, help="seconds for emulated bf16 (CPU)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+    parser.add_argument("--cuts", default=None, help="comma-separated image sizes to time (default: all)")
+    parser.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
     args = parser.parse_args()
     resolutions = [256] if args.quick else [int(r) for r in args.resolutions.split(",")]
     rounds = 2 if args.quick else args.runs
@@ -151,23 +178,33 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
     print("speed-up = baseline median / case median, baseline = fp32 contiguous plain modulation, same run\n")
-    print(f"{'res':>5}  {'image':>8}  {'case':<26}{'median ms':>10}{'min ms':>10}{'cpu ms':>10}{'runs':>5} speed-up")
+    print("vs eager (wall, cpu) = the eager channels-last case of the same precision / case, same run")
+    print(
+        f"{'res':>5}  {'image':>8}  {'case':<26}{'median ms':>10}{'min ms':>10}{'cpu ms':>10}{'runs':>5} speed-up"
+        "  vs eager (wall, cpu)"
+    )
+    wanted = set(args.cases.split(",")) if args.cases else None
+    fp32_cases = [c for c in FP32_CASES if wanted is None or c.name in wanted or c == BASELINE]
+    bf16_cases = [c for c in BF16_CASES if wanted is None or c.name in wanted]
     started = time.perf_counter()
     bf16_jobs: list[tuple[float, int, int, Case]] = []
     baselines: dict[tuple[int, int], float] = {}
     for resolution in resolutions:
         G = make_generator(resolution, device)
         cuts = [c for c in (64, 128, 256, 512) if c < resolution] + [resolution]
+        if args.cuts:
+            cuts = [c for c in cuts if str(c) in args.cuts.split(",")]
         for cut in cuts:
-            runs = {case: renderer(G, case, cut, device) for case in FP32_CASES}
+            runs = {case: renderer(G, case, cut, device) for case in fp32_cases}
             if not emulated_bf16:
-                runs |= {case: renderer(G, case, cut, device) for case in BF16_CASES}
+                runs |= {case: renderer(G, case, cut, device) for case in bf16_cases}
             times = time_interleaved(runs, rounds)
             baselines[resolution, cut] = statistics.median(t[0] for t in times[BASELINE])
             for case, t in times.items():
-                print(row(resolution, cut, case, t, baselines[resolution, cut]), flush=True)
+                eager = times.get(EAGER_REFERENCE[case.dtype]) if case.fast else None
+                print(row(resolution, cut, case, t, baselines[resolution, cut], eager), flush=True)
             if emulated_bf16:
-                bf16_jobs += [(baselines[resolution, cut], resolution, cut, case) for case in BF16_CASES]
+                bf16_jobs += [(baselines[resolution, cut], resolution, cut, case) for case in bf16_cases]
 
     if bf16_jobs:
         # Emulated bf16 ran 10-200× slower than fp32 here, so no estimate is safe: each case runs once (no

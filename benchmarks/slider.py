@@ -1,9 +1,14 @@
 """Latency from a slider change to new pixels on the canvas, in the real window (offscreen).
 
-Run on demand: `python benchmarks/slider.py [--moves 8] [--threads N] [--models default,1024]`.
-`default` is the bundled model; `1024` is a random 1024² StyleGAN2 config-f generator (channel_base 32768,
-channel_max 512, 8 mapping layers, z = w = 512), written to a temporary folder first. For each, the
-truncation slider is moved one step at a time, as a hand does, waiting for the canvas each time:
+Run on demand: `python benchmarks/slider.py [--moves 8] [--threads N] [--models default,256,1024]
+[--sliders psi,fine] [--paths eager,fast]`.
+`default` is the bundled model; `256` and `1024` are random StyleGAN2 generators in the published widths (256²:
+channel_base 16384; 1024²: config-f, 32768; channel_max 512, 8 mapping layers, z = w = 512), written to a
+temporary folder first. For each, a slider is moved one step at a time, as a hand does, waiting for the canvas
+each time: `psi` is the truncation slider (it changes every layer), `fine` the first direction's slider with its
+layers set to the fine preset (so the coarse blocks can be reused). `eager` renders with the reference network
+as the studio did before the display path, `fast` with `models.fast_synthesis`; the ratio column compares them
+in the same run (eager / fast).
 - preview: from the slider's new value to the preview frame painted on the canvas;
 - full: from the same moment to the full-resolution frame painted, which includes the controller's rest
   delay (`REST_MS`: the full render starts only once the slider has rested), shown separately.
@@ -43,7 +48,7 @@ def wait(app: QApplication, condition, timeout_s: float = 600.0) -> None:
         time.sleep(0.001)
 
 
-def measure(app: QApplication, model: Path, moves: int) -> dict[str, float]:
+def measure(app: QApplication, model: Path, moves: int, slider_kind: str, fast: bool) -> dict[str, float]:
     window = MainWindow(persist_layout=False)
     window.resize(1400, 900)
     window.show()
@@ -53,6 +58,8 @@ def measure(app: QApplication, model: Path, moves: int) -> dict[str, float]:
     # so the slider's renders are timed alone.
     wait(app, lambda: c.session is not None and c.settled() and bool(c.directions))
     wait(app, lambda: not window.busy() and not window.explore_panel.grid_busy() and c.settled())
+    if not fast:
+        c.session._fast = None  # the eager network, as before the display path
     frames: list[tuple[float, bool, float]] = []  # (time painted, preview, render thread ms)
 
     def painted(result) -> None:  # connected after the window's own slot, which has set the image
@@ -60,12 +67,19 @@ def measure(app: QApplication, model: Path, moves: int) -> dict[str, float]:
         frames.append((time.perf_counter(), result.preview, result.elapsed_ms))
 
     c.image_ready.connect(painted)
-    slider = window.explore_panel.psi.slider
+    if slider_kind == "psi":
+        slider = window.explore_panel.psi.slider
+    else:
+        row = next(iter(window.explore_panel.rows.values()))
+        row.layers.setCurrentText("fine")
+        slider = row.slider.slider
+        slider.setValue(slider.value() + 5 * (moves + 1))  # room to move down; then let it settle
+        wait(app, c.settled)
     rows = []
     for move in range(moves + 1):
         frames.clear()
         start = time.perf_counter()
-        slider.setValue(slider.value() - 5)  # ψ −0.05, one notch of a drag
+        slider.setValue(slider.value() - 5)  # ψ −0.05 (or 5 direction steps), one notch of a drag
         wait(app, c.settled)
         previews = [f for f in frames if f[1]]
         full = [f for f in frames if not f[1]][-1]
@@ -85,6 +99,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--moves", type=int, default=8)
     parser.add_argument("--models", default="default,1024")
+    parser.add_argument("--sliders", default="psi,fine")
+    parser.add_argument("--paths", default="eager,fast")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -94,6 +110,11 @@ def main() -> None:
         for name in args.models.split(","):
             if name == "default":
                 models["default (bundled)"] = bundled_model_path()
+            elif name == "256":
+                models["256² (random)"] = make_random_model(
+                    Path(scratch) / "g-256.safetensors",
+                    resolution=256, w_dim=512, mapping_layers=8, channel_base=16384, channel_max=512,
+                )
             elif name == "1024":
                 models["1024² config-f (random)"] = make_random_model(
                     Path(scratch) / "config-f-1024.safetensors",
@@ -101,14 +122,22 @@ def main() -> None:
                 )
         app = create_application([])
         print(f"torch {torch.__version__}, {args.threads} threads; rest delay before the full render {REST_MS} ms")
-        print(f"{'model':<26} {'preview':>9} {'(render)':>9} {'full':>9} {'(render)':>9}")
+        print(f"{'model':<26} {'slider':<6} {'path':<6} {'preview':>9} {'(render)':>9} {'full':>9} {'(render)':>9}"
+              "   eager/fast: preview, full")
         for label, path in models.items():
             if path is None:
                 print(f"{label:<26} not installed")
                 continue
-            r = measure(app, path, args.moves)
-            print(f"{label:<26} {r['preview_s']:>8.3f}s {r['preview_render_s']:>8.3f}s "
-                  f"{r['full_s']:>8.3f}s {r['full_render_s']:>8.3f}s")
+            for slider_kind in args.sliders.split(","):
+                results = {}
+                for kind in args.paths.split(","):
+                    r = results[kind] = measure(app, path, args.moves, slider_kind, fast=kind == "fast")
+                    line = (f"{label:<26} {slider_kind:<6} {kind:<6} {r['preview_s']:>8.3f}s "
+                            f"{r['preview_render_s']:>8.3f}s {r['full_s']:>8.3f}s {r['full_render_s']:>8.3f}s")
+                    if kind == "fast" and "eager" in results:
+                        e = results["eager"]
+                        line += f"   {e['preview_s'] / r['preview_s']:>6.2f}× {e['full_s'] / r['full_s']:>6.2f}×"
+                    print(line, flush=True)
         app.quit()
 
 

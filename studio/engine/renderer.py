@@ -2,8 +2,11 @@
 
 Requests coalesce: while a render runs, newer requests replace the one pending, so a slider dragged faster
 than the model renders shows the newest state as soon as possible and never a queue of stale ones. The
-newest request is always rendered. Callbacks run on the worker thread (the UI hands them to its own thread);
-every failure comes back in `RenderResult.error`, never as an exception.
+newest request is always rendered. A render already running stops early (between blocks of the network) when a
+request of the other kind for another state is waiting: a full render that a drag has made stale, or a stale
+preview in front of the full render that the resting slider asks for. Two of a kind never stop each other, so a
+stream of them still shows every render it lets finish. Callbacks run on the worker thread (the UI hands them
+to its own thread); every failure comes back in `RenderResult.error`, never as an exception.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.fast_synthesis import RenderCancelled
 from studio.engine.session import Session
 from studio.engine.state import RenderState
 
@@ -47,7 +51,7 @@ class Renderer:
         self._busy = False
         self._stopping = False
         self._wake = threading.Condition()
-        self.renders = 0  # how many requests actually ran (the rest were coalesced away)
+        self.renders = 0  # how many requests were rendered (the rest were coalesced away or stopped early)
         self._thread = threading.Thread(target=self._run, name="gan-studio-renderer", daemon=True)
         self._thread.start()
 
@@ -89,16 +93,21 @@ class Renderer:
                 session = self._session
             result = self._render(session, state, preview)
             try:
-                callback(result)
+                if result is not None:
+                    callback(result)
             except Exception:
                 log.exception("render callback failed")
             finally:
                 with self._wake:
                     self._busy = False
-                    self.renders += 1
+                    self.renders += result is not None
                     self._wake.notify_all()
 
-    def _render(self, session: Session | None, state: RenderState, preview: bool) -> RenderResult:
+    def _superseded(self, state: RenderState, preview: bool) -> bool:
+        pending = self._pending  # read without the lock: a stale answer only delays the stop by one block
+        return pending is not None and pending[1] != preview and pending[0] != state
+
+    def _render(self, session: Session | None, state: RenderState, preview: bool) -> RenderResult | None:
         start = time.perf_counter()
         try:
             if session is None:
@@ -108,8 +117,10 @@ class Renderer:
                 with self._wake:
                     if self._session is None:
                         self._session = session
-            image = session.render(state, preview)
+            image = session.render(state, preview, cancel=lambda: self._superseded(state, preview))
             error = None
+        except RenderCancelled:
+            return None
         except Exception as exc:  # the UI shows the message; the thread lives on
             log.exception("rendering failed")
             image, error = None, error_message(exc)

@@ -12,8 +12,9 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from models import directions as direction_math
 from models.checkpoints import load_checkpoint
 from models.device import autocast, describe, select_device, select_precision
+from models.fast_synthesis import FastSynthesis, RenderCancelled
 from models.seeds import z_from_seed
 from models.stylegan2 import truncate
 from studio.engine.files import atomic_write, atomic_write_bytes
@@ -41,6 +43,10 @@ NUM_DIRECTIONS = 20
 GANSPACE_SAMPLES = 10_000
 DIRECTIONS_VERSION = 1
 PREVIEW_MIN = 64
+# Previews aim to take at most this long (20 frames a second while a slider moves): the preview resolution halves
+# when one takes longer, and doubles (up to half the model's) when a frame at twice the size would still fit.
+PREVIEW_BUDGET_MS = 50.0
+MAPPED_KEPT = 64
 
 
 @dataclass
@@ -90,6 +96,10 @@ class Session:
         self.w_dim = self.G.w_dim
         self.resolution = self.G.img_resolution
         self._lock = threading.RLock()
+        # The display path (same pixels, less work); fp16 keeps the eager network and its fp16 safeguards.
+        self._fast = FastSynthesis(self.G.synthesis, self.dtype) if self.dtype in (None, torch.bfloat16) else None
+        self._preview_cut = min(self.resolution, max(self.resolution // 4, PREVIEW_MIN))
+        self._mapped: dict[tuple[int, int], torch.Tensor] = {}  # the mapping's w+ of recent (seed, class)
         self._directions_dir = (data_dir or user_data_dir()) / "directions"
         self._computed: list[Direction] | None = None
         self._user = self._read_user_directions()
@@ -100,8 +110,20 @@ class Session:
 
     @property
     def preview_resolution(self) -> int:
-        """Previews stop synthesis at a quarter of the resolution, but not below 64 px (nor above full)."""
-        return min(self.resolution, max(self.resolution // 4, PREVIEW_MIN))
+        """Previews stop synthesis at a quarter of the resolution, but not below 64 px (nor above full), at first;
+        then at the size whose measured render time fits `PREVIEW_BUDGET_MS` (see `_measured_preview`)."""
+        return self._preview_cut
+
+    def _measured_preview(self, cut: int, elapsed_ms: float) -> None:
+        """Adapt the preview resolution to a preview that was synthesised from scratch in `elapsed_ms`."""
+        if cut != self._preview_cut:
+            return
+        smallest = min(self.resolution, PREVIEW_MIN)
+        largest = max(self.resolution // 2, smallest)
+        if elapsed_ms > PREVIEW_BUDGET_MS and cut // 2 >= smallest:
+            self._preview_cut = cut // 2
+        elif elapsed_ms * 4.5 < PREVIEW_BUDGET_MS and cut * 2 <= largest:  # 4× the pixels, and some margin
+            self._preview_cut = cut * 2
 
     # --- latents -----------------------------------------------------------------------------------------
 
@@ -122,10 +144,15 @@ class Session:
 
     # --- rendering ---------------------------------------------------------------------------------------
 
-    def render(self, state: RenderState, preview: bool = False) -> np.ndarray:
-        """uint8 RGB [resolution, resolution, 3]; previews are synthesised at `preview_resolution`."""
+    def render(
+        self, state: RenderState, preview: bool = False, cancel: Callable[[], bool] | None = None,
+        remember: bool = True,
+    ) -> np.ndarray:
+        """uint8 RGB [resolution, resolution, 3]; previews are synthesised at `preview_resolution`. `cancel` is
+        polled between blocks of the network: when it returns True, RenderCancelled is raised. `remember=False`
+        keeps this image out of the cache of the last frame's layers (thumbnails: the canvas keeps its own)."""
         with self._lock, torch.inference_mode():
-            return to_uint8(self._synthesize(self._compose(state), state, preview))[0]
+            return to_uint8(self._synthesize(self._compose(state), state, preview, cancel, remember))[0]
 
     def render_raw(self, state: RenderState) -> torch.Tensor:
         """The generator's float32 output [1, channels, resolution, resolution] (about -1 to 1) on the session's
@@ -140,10 +167,41 @@ class Session:
             raise ValueError(f"w+ of shape {tuple(ws.shape)} does not fit this model, which takes {expected}")
         with self._lock, torch.inference_mode():
             tensor = torch.as_tensor(np.asarray(ws, dtype=np.float32), device=self.device)[None]
-            return to_uint8(self._synthesize(tensor, state, preview))[0]
+            return to_uint8(self._synthesize(tensor, state, preview, remember=False))[0]  # grids, video frames
 
-    def _synthesize(self, ws: torch.Tensor, state: RenderState, preview: bool) -> torch.Tensor:
+    def _synthesize(
+        self, ws: torch.Tensor, state: RenderState, preview: bool, cancel: Callable[[], bool] | None = None,
+        remember: bool = True,
+    ) -> torch.Tensor:
         stop_at = self.preview_resolution if preview else None
+        # A masked edit blends two renders' features block by block: the reference network does that.
+        fast = self._fast is not None and state.mask is None
+        image = self._fast_synthesize(ws, state, stop_at, cancel, remember) if fast else None
+        if image is None:
+            image = self._eager_synthesize(ws, state, stop_at)
+        if image.shape[-1] != self.resolution:
+            image = F.interpolate(image.float(), size=(self.resolution, self.resolution), mode="bilinear")
+        return image.float()
+
+    def _fast_synthesize(self, ws, state: RenderState, stop_at: int | None, cancel, remember) -> torch.Tensor | None:
+        """The display path's image, or None (and the eager path from then on) if it failed unexpectedly."""
+        start = time.perf_counter()
+        try:
+            image = self._fast(
+                ws, noise_mode=state.noise_mode, noise_scale=state.noise_strength, noise_seed=state.noise_seed,
+                stop_at=stop_at, cancel=cancel, remember=remember,
+            )
+        except RenderCancelled:
+            raise
+        except Exception:
+            log.warning("the fast render path failed; rendering with the reference network from now on", exc_info=True)
+            self._fast = None
+            return None
+        if stop_at is not None and self._fast.last_reused_blocks == 0:
+            self._measured_preview(stop_at, (time.perf_counter() - start) * 1000)
+        return image
+
+    def _eager_synthesize(self, ws: torch.Tensor, state: RenderState, stop_at: int | None) -> torch.Tensor:
         generator = None
         if state.noise_mode == "random":
             generator = torch.Generator(device=self.device).manual_seed(state.noise_seed)
@@ -153,19 +211,15 @@ class Session:
         with autocast(self.device, self.dtype):
             if outside is not None:
                 coverage = rasterize(state.mask, self.resolution)
-                image = masked_synthesis(self.G, outside, (ws, state), coverage, state.mask.blend_from, stop_at)
-            else:
-                image = self.G.render(
-                    ws,
-                    "ws",
-                    noise_mode=state.noise_mode,
-                    noise_scale=state.noise_strength,
-                    stop_at=stop_at,
-                    generator=generator,
-                )
-        if image.shape[-1] != self.resolution:
-            image = F.interpolate(image.float(), size=(self.resolution, self.resolution), mode="bilinear")
-        return image.float()
+                return masked_synthesis(self.G, outside, (ws, state), coverage, state.mask.blend_from, stop_at)
+            return self.G.render(
+                ws,
+                "ws",
+                noise_mode=state.noise_mode,
+                noise_scale=state.noise_strength,
+                stop_at=stop_at,
+                generator=generator,
+            )
 
     def _compose(self, state: RenderState) -> torch.Tensor:
         if state.model_id and state.model_id != self.model_id:
@@ -195,7 +249,13 @@ class Session:
         return ws
 
     def _seed_ws(self, seed: int, class_index: int) -> torch.Tensor:
-        return self._z_ws(z_from_seed(seed, self.G.z_dim), class_index)
+        """The mapping's w+ for a seed; the last few are kept, as every frame of a slider drag asks again."""
+        key = (seed, class_index)
+        if key not in self._mapped:
+            if len(self._mapped) >= MAPPED_KEPT:
+                del self._mapped[next(iter(self._mapped))]
+            self._mapped[key] = self._z_ws(z_from_seed(seed, self.G.z_dim), class_index)
+        return self._mapped[key].clone()  # callers may write into theirs
 
     def _z_ws(self, z: torch.Tensor, class_index: int) -> torch.Tensor:
         c = None

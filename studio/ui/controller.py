@@ -266,7 +266,7 @@ class StudioController(QObject):
             for index, state in enumerate(states):
                 if task.cancelled():
                     return
-                task.emit_item((index, thumbnail(session.render(state, preview=True), size)))
+                task.emit_item((index, thumbnail(session.render(state, preview=True, remember=False), size)))
 
         return self.tasks.start(
             work, on_item=on_item, on_failed=lambda text: self.message.emit("error", text)

@@ -75,6 +75,11 @@ class FastSynthesis:
         self._layers: dict[int, _Modulated] = {}
         self._cache: _Cached | None = None
 
+    def forget_frame(self) -> None:
+        """Drop the cached layers of the last frame: the network's constant noise maps were swapped, which no
+        version counter sees (the maps are replaced, not written into)."""
+        self._cache = None
+
     # --- weight-side preparation ------------------------------------------------------------------------
 
     def _parameter_versions(self) -> tuple[int, ...]:

@@ -14,7 +14,8 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -143,6 +144,26 @@ class Session:
             return self._z_ws(torch.as_tensor(np.asarray(z, dtype=np.float32))[None], class_index)[0].cpu().numpy()
 
     # --- rendering ---------------------------------------------------------------------------------------
+
+    @contextmanager
+    def swapped_noise(self, maps: Sequence[tuple[torch.nn.Module, torch.Tensor]]) -> Iterator[None]:
+        """Render with these constant noise maps in place of the layers' own (animated noise), under the lock
+        that serialises renders, so other threads never see them; the layers' own are put back afterwards."""
+        with self._lock:
+            own = [(layer, layer.noise_const) for layer, _ in maps]
+            try:
+                for layer, noise in maps:
+                    layer.noise_const = noise
+                self._forget_frame()
+                yield
+            finally:
+                for layer, noise in own:
+                    layer.noise_const = noise
+                self._forget_frame()
+
+    def _forget_frame(self) -> None:
+        if self._fast is not None:
+            self._fast.forget_frame()
 
     def render(
         self, state: RenderState, preview: bool = False, cancel: Callable[[], bool] | None = None,

@@ -336,8 +336,7 @@ class Animator:
     def _noise_at(self, time: float) -> Iterator[None]:
         """Every constant noise map turned by the angle of `time` around the circle through it and a second
         map of the same seed: cos·const + sin·other keeps unit variance, and a whole number of cycles per
-        timeline makes the loop seamless. The maps are swapped in under the session's lock (renders on other
-        threads wait) and put back afterwards."""
+        timeline makes the loop seamless."""
         if self._noise is None:
             generator = torch.Generator().manual_seed(self.timeline.keyframes[0].state.noise_seed)
             layers = [m for m in self.session.G.synthesis.modules() if hasattr(m, "noise_const")]
@@ -346,11 +345,7 @@ class Animator:
                 for m in layers
             ]
         angle = 2 * math.pi * self.timeline.noise_cycles * (time % self.timeline.duration) / self.timeline.duration
-        with self.session._lock:  # noqa: SLF001 (the same lock that serialises every render of the session)
-            try:
-                for module, const, other in self._noise:
-                    module.noise_const = const * math.cos(angle) + other * math.sin(angle)
-                yield
-            finally:
-                for module, const, _other in self._noise:
-                    module.noise_const = const
+        with self.session.swapped_noise(
+            [(module, const * math.cos(angle) + other * math.sin(angle)) for module, const, other in self._noise]
+        ):
+            yield

@@ -1,0 +1,104 @@
+"""Projection figures for issue 16: PSNR on images the model made from known seeds, distances to real images
+against the mean image and the best of N random seeds, and steps/s at 64 and 256 px.
+
+    python benchmarks/projection.py --images /path/to/fluent/assets --out figures.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from models.checkpoints import load_checkpoint
+from studio.engine.imaging import to_uint8
+from studio.engine.paths import bundled_model_path
+from studio.engine.projection import (
+    PerceptualDistance,
+    ProjectionOptions,
+    distances,
+    load_target,
+    project,
+    seed_ws,
+    w_statistics,
+)
+from studio.engine.selftest import make_random_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default=str(bundled_model_path()))
+    parser.add_argument("--images", required=True, help="a folder of real images of the model's domain")
+    parser.add_argument("--real", type=int, default=4, help="how many real images to project")
+    parser.add_argument("--seeds", default="1,2,3", help="seeds whose images are projected back")
+    parser.add_argument("--random", type=int, default=1000, help="random seeds to compare with")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--speed-steps", type=int, default=15)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    figures: dict = {"threads": torch.get_num_threads(), "load_before": os.getloadavg(), "steps": args.steps}
+
+    def save() -> None:
+        Path(args.out).write_text(json.dumps(figures, indent=1))
+
+    G = load_checkpoint(args.model, "cpu").G_ema.requires_grad_(False)
+    perceptual = PerceptualDistance(torch.device("cpu"), G.img_resolution)
+    options = ProjectionOptions(steps=args.steps, w_plus=True)
+
+    generated = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        with torch.no_grad():
+            target = to_uint8(G.synthesis(seed_ws(G, [seed]), noise_mode="const"))[0]
+        result = project(G, target, options, perceptual=perceptual)
+        generated.append({"seed": seed, "psnr": result.psnr, "perceptual": result.perceptual, "pixel": result.pixel,
+                          "steps_per_s": result.steps_done / result.seconds})
+        figures["generated"] = generated
+        save()
+        print(generated[-1], flush=True)
+
+    files = sorted(Path(args.images).glob("*.webp"))
+    random.Random(0).shuffle(files)
+    w_avg, _ = w_statistics(G)
+    mean_ws = G.to_ws(w_avg)
+    random_ws = seed_ws(G, range(args.random))
+    real = []
+    for path in files[: args.real]:
+        target = load_target(path, G.img_resolution, "crop")
+        mean_p, mean_x = distances(G, mean_ws, target, perceptual)
+        seeds_p, seeds_x = distances(G, random_ws, target, perceptual)
+        result = project(G, target, options, perceptual=perceptual)
+        real.append({
+            "file": path.name,
+            "projection": {"perceptual": result.perceptual, "pixel": result.pixel, "psnr": result.psnr},
+            "mean_image": {"perceptual": float(mean_p[0]), "pixel": float(mean_x[0])},
+            f"best_of_{args.random}_seeds": {"perceptual": float(seeds_p.min()), "pixel": float(seeds_x.min())},
+        })
+        figures["real"] = real
+        save()
+        print(real[-1], flush=True)
+
+    speed = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        stand_in = make_random_model(Path(scratch) / "256.safetensors", resolution=256, w_dim=128,
+                                     channel_base=8192, channel_max=128)
+        for label, model in (("64 px (bundled)", G), ("256 px (random stand-in)", load_checkpoint(stand_in).G_ema)):
+            with torch.no_grad():
+                target = to_uint8(model.synthesis(seed_ws(model, [5]), noise_mode="const"))[0]
+            start = time.perf_counter()
+            result = project(model, target, ProjectionOptions(steps=args.speed_steps))
+            speed[label] = {"steps_per_s": result.steps_done / result.seconds,
+                            "seconds": time.perf_counter() - start}
+            print(label, speed[label], flush=True)
+    figures["speed"] = speed
+    figures["load_after"] = os.getloadavg()
+    save()
+
+
+if __name__ == "__main__":
+    main()

@@ -226,7 +226,7 @@ def project(
 
     steps_w = options.steps - (round(options.steps * options.w_plus_share) if options.w_plus else 0)
     latent = w_avg.clone().requires_grad_(True)  # [1, w_dim]: one w for every layer in the first phase
-    optimizer = torch.optim.Adam([latent], betas=(0.9, 0.999), lr=options.learning_rate)
+    optimizer = _Adam(latent)
     best: tuple[float, torch.Tensor] | None = None
     last_preview = -math.inf
     step = 0
@@ -244,7 +244,7 @@ def project(
         if step == steps_w:  # second phase: every layer its own w, from the best single w
             start = best[1] if best is not None else G.to_ws(latent.detach())
             latent = start.clone().requires_grad_(True)
-            optimizer = torch.optim.Adam([latent], betas=(0.9, 0.999), lr=options.learning_rate)
+            optimizer = _Adam(latent)
         in_w_phase = step < steps_w
         phase_steps = steps_w if in_w_phase else options.steps - steps_w
         t = (step if in_w_phase else step - steps_w) / max(phase_steps, 1)
@@ -252,8 +252,6 @@ def project(
         lr_ramp = 0.5 - 0.5 * math.cos(lr_ramp * math.pi)
         lr_ramp *= min(1.0, t / options.lr_rampup)
         lr = options.learning_rate * lr_ramp * (1.0 if in_w_phase else 0.1)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
 
         noise_scale = w_std * options.initial_noise_factor * max(0.0, 1.0 - t / options.noise_ramp) ** 2
         noise = torch.randn(latent.shape, generator=generator).to(device) * noise_scale if in_w_phase else 0
@@ -264,9 +262,8 @@ def project(
         loss = distance + options.pixel_weight * pixel
         distance, pixel = float(distance.detach()), float(pixel.detach())
         evaluated = G.to_ws(latent.detach()).clone()  # the latent this loss belongs to (before the step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        (gradient,) = torch.autograd.grad(loss, latent)
+        optimizer.step(gradient, lr)
 
         # Measured with the latent's noise, which fades to nothing well before the end.
         value = float(loss.detach())
@@ -302,6 +299,26 @@ def project(
         cancelled=cancelled,
         seconds=time.perf_counter() - started,
     )
+
+
+class _Adam:
+    """Adam (betas 0.9, 0.999) on one tensor. torch.optim's first use imports torch._dynamo, which inside the
+    app (thousands of modules loaded) took minutes on a busy CPU."""
+
+    def __init__(self, param: torch.Tensor, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.param, self.betas, self.eps = param, betas, eps
+        self.m, self.v = torch.zeros_like(param), torch.zeros_like(param)
+        self.t = 0
+
+    def step(self, gradient: torch.Tensor, lr: float) -> None:
+        b1, b2 = self.betas
+        self.t += 1
+        self.m.lerp_(gradient, 1 - b1)
+        self.v.mul_(b2).addcmul_(gradient, gradient, value=1 - b2)
+        m_hat = self.m / (1 - b1**self.t)
+        v_hat = self.v / (1 - b2**self.t)
+        with torch.no_grad():
+            self.param.sub_(lr * m_hat / (v_hat.sqrt() + self.eps))
 
 
 def distances(

@@ -82,7 +82,7 @@ class StudioController(QObject):
 
         return self.tasks.start(
             load,
-            on_finished=lambda session: self._session_loaded(entry, session, state),
+            on_finished=lambda session: self._session_loaded(session.entry, session, state),  # a blend names itself
             on_failed=self._load_failed,
         )
 

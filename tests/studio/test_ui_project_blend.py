@@ -89,7 +89,8 @@ def test_an_image_dropped_on_explore_is_projected_live_and_the_sliders_then_edit
     assert result.steps_done == STEPS and not result.cancelled
     assert state.w is not None and len(state.w) == 8 * 32  # a w+ the sliders work on
     shown = canvas(window)
-    assert np.array_equal(shown, engine_render(window, state)) and np.array_equal(shown, result.image)
+    assert np.array_equal(shown, engine_render(window, state))
+    assert psnr(shown, result.image) > 35  # the projection's own fp32 image; the window may render in bf16
     assert psnr(shown, made) > start_psnr + 3  # much nearer the target than where it started
 
     recipe = read_recipe(exported(qtbot, window, tmp_path / "projected.png"))
@@ -123,7 +124,8 @@ def test_cancel_stops_the_projection_and_keeps_the_best_so_far(qtbot, window, ta
     result = box.result
     assert result.cancelled and 3 <= result.steps_done < 5000
     assert window.controller.state.w is not None
-    assert np.array_equal(canvas(window), result.image) and "Stopped" in box.status.text()
+    assert np.array_equal(canvas(window), engine_render(window, window.controller.state))
+    assert psnr(canvas(window), result.image) > 35 and "Stopped" in box.status.text()
 
 
 def test_an_unreadable_image_is_refused_with_the_reason(qtbot, window, tmp_path):

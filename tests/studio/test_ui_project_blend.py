@@ -43,6 +43,15 @@ def drop_on(widget: QWidget, path: Path) -> bool:
     return enter.isAccepted()
 
 
+def open_model(qtbot, window, entry) -> None:
+    """Show `entry` (the window opens the newest import first)."""
+    settle(qtbot, window)
+    if window.controller.entry.id != entry.id:
+        window.controller.open_model(entry)
+        qtbot.waitUntil(lambda: window.controller.entry.id == entry.id, timeout=WAIT_MS)
+        settle(qtbot, window)
+
+
 def exported(qtbot, window, path: Path) -> Path:
     task = window.export_panel.export_current(path)
     qtbot.waitUntil(lambda: task.ended, timeout=WAIT_MS)
@@ -141,7 +150,7 @@ def test_blending_a_second_model_in_explore_exports_and_restores_it(qtbot, libra
     base = library.entries()[0]
     partner = library.import_model(make_random_model(tmp_path / "fine-tune.safetensors", seed=1))
     window = make_window()
-    settle(qtbot, window)
+    open_model(qtbot, window, base)
     c, box = window.controller, window.explore_panel.blend
     assert [box.partner.itemText(i) for i in range(box.partner.count())] == ["No blend", "fine-tune"]
     assert not box.at.isEnabled()
@@ -197,9 +206,10 @@ def test_blending_a_second_model_in_explore_exports_and_restores_it(qtbot, libra
 
 def test_an_incompatible_partner_is_refused_with_what_differs(qtbot, library_home, make_window, tmp_path):
     library = ModelLibrary(library_home / "library")
+    base = library.entries()[0]
     library.import_model(make_random_model(tmp_path / "small.safetensors", resolution=16))
     window = make_window()
-    settle(qtbot, window)
+    open_model(qtbot, window, base)
     box = window.explore_panel.blend
     box.partner.setFocus()
     qtbot.keyClick(box.partner, Qt.Key.Key_Down)

@@ -51,9 +51,11 @@ def main() -> None:
     parser.add_argument("--random", type=int, default=1000, help="random seeds to compare with")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--speed-steps", type=int, default=15)
+    parser.add_argument("--speed", default="64 px,256 px", help="which speed figures to take")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    figures: dict = {"threads": torch.get_num_threads(), "load_before": os.getloadavg(), "steps": args.steps}
+    figures: dict = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    figures |= {"threads": torch.get_num_threads(), "load_before": os.getloadavg(), "steps": args.steps}
 
     def save() -> None:
         Path(args.out).write_text(json.dumps(figures, indent=1))
@@ -62,19 +64,6 @@ def main() -> None:
     perceptual = PerceptualDistance(torch.device("cpu"), G.img_resolution)
     options = ProjectionOptions(steps=args.steps, w_plus=True)
 
-    speed = {}
-    with tempfile.TemporaryDirectory() as scratch:
-        stand_in = make_random_model(Path(scratch) / "256.safetensors", resolution=256, w_dim=128,
-                                     channel_base=8192, channel_max=128)
-        for label, model in (("64 px (bundled)", G), ("256 px (random stand-in)", load_checkpoint(stand_in).G_ema)):
-            with torch.no_grad():
-                target = to_uint8(model.synthesis(seed_ws(model, [5]), noise_mode="const"))[0]
-            start = time.perf_counter()
-            result = project(model, target, ProjectionOptions(steps=args.speed_steps))
-            speed[label] = {"steps_per_s": result.steps_done / result.seconds,
-                            "seconds": time.perf_counter() - start}
-            print(label, speed[label], flush=True)
-    figures["speed"] = speed
     files = sorted(Path(args.images).glob("*.webp"))
     random.Random(0).shuffle(files)
     w_avg, _ = w_statistics(G)
@@ -100,6 +89,22 @@ def main() -> None:
         save()
         print(real[-1], flush=True)
 
+    speed = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        stand_in = make_random_model(Path(scratch) / "256.safetensors", resolution=256, w_dim=128,
+                                     channel_base=8192, channel_max=128)
+        models = {"64 px (bundled)": G, "256 px (random stand-in)": load_checkpoint(stand_in).G_ema}
+        for label, model in models.items():
+            if label not in args.speed:
+                continue
+            with torch.no_grad():
+                target = to_uint8(model.synthesis(seed_ws(model, [5]), noise_mode="const"))[0]
+            start = time.perf_counter()
+            result = project(model, target, ProjectionOptions(steps=args.speed_steps))
+            speed[label] = {"steps_per_s": result.steps_done / result.seconds,
+                            "seconds": time.perf_counter() - start}
+            print(label, speed[label], flush=True)
+    figures["speed"] = figures.get("speed", {}) | speed
     generated = []
     for seed in (int(s) for s in args.seeds.split(",")):
         with torch.no_grad():

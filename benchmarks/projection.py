@@ -95,7 +95,7 @@ def main() -> None:
                                      channel_base=8192, channel_max=128)
         models = {"64 px (bundled)": G, "256 px (random stand-in)": load_checkpoint(stand_in).G_ema}
         for label, model in models.items():
-            if label not in args.speed:
+            if not any(label.startswith(wanted) for wanted in args.speed.split(",")):
                 continue
             with torch.no_grad():
                 target = to_uint8(model.synthesis(seed_ws(model, [5]), noise_mode="const"))[0]

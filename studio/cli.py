@@ -1,4 +1,5 @@
-"""`gan-studio`: the desktop app, and its command-line tools (info, generate, convert, metrics, animate, train).
+"""`gan-studio`: the desktop app, and its command-line tools (info, generate, convert, metrics, animate, train,
+project, blend).
 
 With no subcommand it opens the window (optionally on the files named); `--screenshots DIR` and
 `--self-test` run the window or the engine offscreen for docs and checks.
@@ -11,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-SUBCOMMANDS = ("info", "generate", "convert", "metrics", "animate", "train")
+SUBCOMMANDS = ("info", "generate", "convert", "metrics", "animate", "train", "project", "blend")
 
 
 def _model_argument(value: str | None) -> Path:
@@ -167,6 +168,44 @@ def cmd_animate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_project(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from studio.engine.projection import ProjectionOptions, file_origin, load_target, project
+    from studio.engine.recipe import make_recipe, save_image
+    from studio.engine.session import Session
+
+    session = Session(_model_argument(args.model), device=args.device, precision="fp32")
+    target = load_target(args.image, session.resolution, args.fit)
+    options = ProjectionOptions(steps=args.steps, w_plus=args.w_plus)
+    result = project(session.G, target, options)
+    state = result.state(session.model_id)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    recipe = {**make_recipe(state, session.entry), "projection": file_origin(args.image, args.fit, options, result)}
+    save_image(Image.fromarray(result.image), out / "projected.png", "png", recipe)
+    Image.fromarray(target).save(out / "target.png")
+    np.save(out / "projected_w.npy", result.ws)
+    summary = {
+        "image": str(out / "projected.png"),
+        "perceptual": result.perceptual,
+        "pixel": result.pixel,
+        "psnr": result.psnr,
+        "steps": result.steps_done,
+        "seconds": round(result.seconds, 2),
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_blend(args: argparse.Namespace) -> int:
+    from studio.engine.blending import BlendCurve, blend_files
+
+    print(blend_files(args.a, args.b, BlendCurve(args.at, args.width, args.mapping), args.out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gan-studio", description="GAN Studio: train and play with your own GANs.")
     sub = parser.add_subparsers(dest="command")
@@ -212,6 +251,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
     p.set_defaults(func=cmd_animate)
+    p = sub.add_parser("project", help="find the latent whose image is nearest to an image of your own")
+    p.add_argument("--model", help="model file (default: the bundled model)")
+    p.add_argument("--image", required=True, type=Path, help="any image the dataset importer reads")
+    p.add_argument("--fit", choices=["crop", "pad", "stretch"], default="crop", help="how a non-square image fits")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--w-plus", action="store_true", help="finish by optimising each layer's w on its own")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", type=_output_folder, required=True, help="folder for projected.png, projected_w.npy")
+    p.set_defaults(func=cmd_project)
+
+    p = sub.add_parser("blend", help="blend two models layer by layer: A's coarse layers, B's fine ones")
+    p.add_argument("a", help="model giving the layers below the swap resolution")
+    p.add_argument("b", help="model giving the layers from the swap resolution on")
+    p.add_argument("--at", type=int, required=True, help="swap resolution in px (a power of two)")
+    p.add_argument("--width", type=float, default=0.0, help="octaves of a smooth transition (0: hard swap)")
+    p.add_argument("--mapping", choices=["a", "b"], default="a", help="the parent giving the mapping network")
+    p.add_argument("--out", required=True, help="the blended model, .safetensors")
+    p.set_defaults(func=cmd_blend)
     return parser
 
 

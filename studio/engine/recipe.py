@@ -2,7 +2,9 @@
 
 PNG files carry it as a tEXt chunk `gan-studio-recipe`; JPEG, WebP and TIFF as the EXIF ImageDescription,
 prefixed with that key. The recipe is JSON: {state, model_id, model_hash, model_name, app_version}, where
-`state` is `RenderState.to_dict()` (pass it to `RenderState.from_json` or `from_dict`).
+`state` is `RenderState.to_dict()` (pass it to `RenderState.from_json` or `from_dict`). Optional keys say where
+the image came from: `projection` (the file whose projection gave the state's latent) and `blend` (the two
+parent models and the curve of a blended model, see `studio.engine.blending`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ RECIPE_KEY = "gan-studio-recipe"
 EXIF_DESCRIPTION = 0x010E
 JPEG_EXIF_LIMIT = 65_000  # a JPEG APP1 segment holds at most 64 KiB
 
+# Latents that came from projecting an image, with what the recipe records about it: the state only holds the
+# latent, and every slider edit keeps it, so every export of those states names the projected file.
+_projected_latents: dict[tuple[float, ...], dict] = {}
+
 
 def app_version() -> str:
     try:
@@ -35,14 +41,24 @@ def app_version() -> str:
         return "dev"
 
 
+def note_projection(latent: tuple[float, ...], origin: dict) -> None:
+    """Remember that `latent` (a state's `w`) came from a projection described by `origin`."""
+    _projected_latents[latent] = origin
+
+
 def make_recipe(state: RenderState, entry: ModelEntry) -> dict:
-    return {
+    recipe = {
         "state": state.to_dict(),
         "model_id": entry.id,
         "model_hash": entry.model_hash,
         "model_name": entry.name,
         "app_version": app_version(),
     }
+    if state.w is not None and (origin := _projected_latents.get(state.w)) is not None:
+        recipe["projection"] = origin
+    if (blend := entry.meta.get("blend")) is not None:  # a live blend (library models record it in "training")
+        recipe["blend"] = blend
+    return recipe
 
 
 def save_image(image: Image.Image, path: Path, fmt: str, recipe: dict | None) -> None:

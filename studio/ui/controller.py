@@ -61,9 +61,15 @@ class StudioController(QObject):
 
     # --- models -----------------------------------------------------------------------------------------
 
-    def open_model(self, entry: ModelEntry, state: RenderState | None = None) -> Task:
+    def open_model(
+        self,
+        entry: ModelEntry,
+        state: RenderState | None = None,
+        session_factory: Callable[[str | None, str | None], Session] | None = None,
+    ) -> Task:
         """Load `entry` off the GUI thread, then show `state` (default: the image this model showed last, so a
-        restart or a switch of models comes back to it; seed 0 the first time)."""
+        restart or a switch of models comes back to it; seed 0 the first time). `session_factory(device,
+        precision)` builds another kind of session (a blend) in place of `Session(entry)`."""
         state = state or self._stored_state(entry.id)
         store = settings.app_settings()
         device = str(store.value(settings.DEVICE, "auto"))
@@ -71,15 +77,12 @@ class StudioController(QObject):
         self._set_loading(True)
 
         def load(_task: Task) -> Session:
-            return Session(
-                entry,
-                device=None if device == "auto" else device,
-                precision=None if precision == "auto" else precision,
-            )
+            build = session_factory or (lambda dev, prec: Session(entry, device=dev, precision=prec))
+            return build(None if device == "auto" else device, None if precision == "auto" else precision)
 
         return self.tasks.start(
             load,
-            on_finished=lambda session: self._session_loaded(entry, session, state),
+            on_finished=lambda session: self._session_loaded(session.entry, session, state),  # a blend names itself
             on_failed=self._load_failed,
         )
 
@@ -198,6 +201,11 @@ class StudioController(QObject):
         if not self._closed:
             self._last_request = (state, preview)
             self.renderer.request(state, preview, self._rendered.emit)
+
+    def rerender(self, preview: bool = False) -> None:
+        """Render the current state again: the session's model changed under it (a blend's curve moved)."""
+        if self.state is not None:
+            self._request(self.state, preview)
 
     def _settle(self) -> None:
         if self.state is None:

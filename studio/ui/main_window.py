@@ -97,6 +97,7 @@ class MainWindow(QMainWindow):
         self.train_panel.open_checkpoint.connect(self._open_checkpoint)
         self.timeline_panel = TimelinePanel(self.controller)
         self.timeline_panel.frame_ready.connect(self._on_timeline_frame)
+        self.explore_panel.blend.library_changed.connect(self.models_panel.refresh)
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("Models", self.models_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
         for name, panel in (
@@ -358,6 +359,13 @@ class MainWindow(QMainWindow):
             state = RenderState.from_dict(recipe["state"])
         except (KeyError, TypeError, ValueError) as exc:
             self._show_message("error", f"The recipe in {path.name} is damaged ({exc}).")
+            return
+        if "blend" in recipe:  # a blend of two library models, rebuilt from its parents
+            problem = self.explore_panel.blend.restore(recipe["blend"], state)
+            if problem is None:
+                self._show_message("info", f"Restored the blend and image of {path.name}.")
+            else:
+                self._show_message("error", f"{path.name} cannot be restored: {problem}.")
             return
         entry = next((e for e in self.library.entries() if e.id == recipe.get("model_id")), None)
         if entry is None:

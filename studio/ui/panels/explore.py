@@ -26,6 +26,8 @@ from studio.engine.mixing import layer_presets
 from studio.engine.session import Direction
 from studio.engine.state import NOISE_MODES, Edit, RenderState
 from studio.ui.controller import StudioController
+from studio.ui.panels.blend_box import BlendBox
+from studio.ui.panels.project_box import ProjectBox
 from studio.ui.widgets.direction_row import DirectionRow
 from studio.ui.widgets.float_slider import FloatSlider
 from studio.ui.widgets.scroll_column import scroll_column
@@ -72,7 +74,7 @@ class ExplorePanel(QWidget):
 
         scroll = scroll_column(
             self._seed_box(), self._grid_box(), self._truncation_box(), self._directions_box(),
-            self._favourites_box(),
+            self._favourites_box(), self._project_and_blend_boxes(),
         )
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -207,6 +209,17 @@ class ExplorePanel(QWidget):
         layout = QVBoxLayout(box)
         layout.addWidget(self.favourites)
         layout.addWidget(self.favourites_hint)
+        return box
+
+    def _project_and_blend_boxes(self) -> QWidget:
+        self.project = ProjectBox(self.controller, drop_target=self)
+        self.blend = BlendBox(self.controller)
+        self.blend.curve_changed.connect(self._grid_refresh.start)  # the seed browser shows the new blend
+        box = QWidget()
+        layout = QVBoxLayout(box)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.project)
+        layout.addWidget(self.blend)
         return box
 
     def _drag_is_one_step(self, slider: FloatSlider) -> None:

@@ -12,6 +12,7 @@ from PIL import Image
 from studio.engine.datasets import DatasetStore
 from studio.engine.runs import new_run_dir, read_run
 from tests.studio.test_ui_train import RUN_MS, TINY, blobs
+from tests.studio.ui_support import settle
 from training.config import TrainConfig
 from training.loop import train
 
@@ -64,3 +65,31 @@ def test_a_resumed_run_whose_dataset_grew_says_so_and_offers_a_new_run(qtbot, wi
     assert not started["resumed"] and started["dataset_size"] == 30  # all of them now
     assert panel.events[-1]["event"] == "finished" and panel.events[-1]["status"] == "completed"
     assert TrainConfig.load(panel.run_dir / "config.json").channel_max == TINY["channel_max"]  # same settings
+
+
+def test_the_source_changed_warning_offers_a_new_run_with_the_same_settings(qtbot, window, tmp_path):
+    """The panel's side alone (one process start, not waited for): the warning, the offer, the new run's folder."""
+    panel = window.train_panel
+    name = blobs(window, tmp_path)
+    run_dir = new_run_dir(name, panel.runs_root)
+    run_dir.mkdir(parents=True)
+    TrainConfig(**{**TINY, "data": str(DatasetStore().get(name).path), "out": str(run_dir)}, resolution=16).dump(
+        run_dir / "config.json"
+    )
+    panel.show_run(read_run(run_dir))
+    assert panel.rerun_button.isHidden()
+    message = f"{run_dir} changed since this run started (6 added images): the run goes on with the 24 images"
+    panel.handle_event({"event": "warning", "message": message, "source_changed": True})
+    assert not panel.rerun_button.isHidden() and f"⚠ {message}" in panel.warnings.text()
+    window.docks["Train"].raise_()
+    settle(qtbot, window)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    window.docks["Train"].grab().save(str(SHOTS / "train-dataset-changed.png"))
+
+    panel.rerun_button.click()
+    assert panel.running() and panel.run_dir != run_dir and panel.rerun_button.isHidden()
+    arguments = panel.process.arguments()
+    assert arguments[arguments.index("--out") + 1] == str(panel.run_dir)
+    assert f"channel_max={TINY['channel_max']}" in arguments and "measured_images_per_s=null" in arguments
+    panel.process.kill()
+    qtbot.waitUntil(lambda: not panel.running(), timeout=PROCESS_MS)

@@ -249,9 +249,13 @@ class BlendSession(Session):
             self.curve = curve
             self.entry = self._entry_for(curve)
 
-    def _synthesize(self, ws, state, preview):  # always called with the render lock held
+    def _synthesize(self, *args, **kwargs):  # always called with the render lock held
         self._apply_pending()
-        return super()._synthesize(ws, state, preview)
+        return super()._synthesize(*args, **kwargs)
+
+    def _eager_synthesize(self, *args, **kwargs):  # render_raw's way in, also under the render lock
+        self._apply_pending()
+        return super()._eager_synthesize(*args, **kwargs)
 
     def _apply_pending(self) -> None:
         with self._curve_lock:

@@ -35,9 +35,8 @@ from models.seeds import z_from_seed
 from models.stylegan2 import Generator
 from studio.engine.imaging import to_uint8
 from studio.engine.state import RenderState
-from training.decode import ImageRejected, decode_image
+from training.dataset import FIT_MODES, ImageRejected, decode_image, fit_square
 from training.metrics import feature_extractor
-from training.prepare import FIT_MODES, fit_square
 
 # EfficientNet sees the images at twice the model's resolution, between 64 and 128 px (its features then have
 # half, a quarter, … of that side): small models project fast, large ones are shrunk as NVIDIA's projector does.

@@ -44,7 +44,8 @@ def test_generate_writes_one_png_per_seed_and_raw_output(tiny_model, tmp_path, s
     raw = np.load(out / "seed0007.npy")
     assert raw.shape == (1, 3, 32, 32) and raw.dtype == np.float32
     if precision == "fp32":
-        assert np.array_equal(raw, fp32)  # NVIDIA's output for the seed, exactly
+        # NVIDIA's output for the seed, to fp32 rounding: the display path orders the sums differently
+        assert np.allclose(raw, fp32, rtol=0, atol=1e-4)
     else:
         assert 0 < np.abs(raw - fp32).max() <= 0.05 * np.abs(fp32).max()  # bf16 really ran, and stays close
     png = np.asarray(Image.open(out / "seed0007.png"))

@@ -37,8 +37,7 @@ from studio.engine.session import Session
 from studio.ui.controller import StudioController
 from studio.ui.images import to_qimage
 from studio.ui.workers import Task
-from training.decode import IMAGE_EXTENSIONS
-from training.prepare import FIT_MODES
+from training.dataset import FIT_MODES, IMAGE_EXTENSIONS
 
 PREVIEW = 128
 DEFAULT_STEPS = 300

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.stylegan3 import Generator
 from tests.models import pickle_fixtures as fx
 
 # --- ops
@@ -189,6 +190,54 @@ def generate(sd: dict, kwargs: dict, z: torch.Tensor, c: torch.Tensor | None = N
 
 
 # --- NVIDIA StyleGAN3 pickles
+
+
+def make_sg3(c_dim=0, conv_kernel=3, radial=False, seed=0, resolution=32, shown: torch.Tensor | None = None):
+    """A tiny random StyleGAN3 (R config with `radial` and conv_kernel 1) whose outputs span about [-1, 1];
+    with `shown` (z [N, 16]) those images span it, with contrast (random networks vary little within one)."""
+    kwargs = {}  # NVIDIA's train.py records these only for the R config
+    if conv_kernel != 3:
+        kwargs["conv_kernel"] = conv_kernel
+    if radial:
+        kwargs["use_radial_filters"] = True
+    with torch.random.fork_rng(devices=[]):  # the initial weights and Fourier features too depend on `seed`
+        torch.manual_seed(seed)
+        G = Generator(
+            z_dim=16, c_dim=c_dim, w_dim=16, img_resolution=resolution, img_channels=3,
+            mapping_kwargs=dict(num_layers=2), channel_base=128, channel_max=8, magnitude_ema_beta=0.999,
+            conv_clamp=256, **kwargs,
+        )
+    randomize(G, seed)
+    with torch.no_grad():  # spread the outputs over [-1, 1] as a trained network's, so the tolerance means something
+        torgb = getattr(G.synthesis, G.synthesis.layer_names[-1])
+        torgb.bias.zero_()
+        y = G(*latents(G, n=32)) if shown is None else G(shown)  # means vary across latents more than pixels
+        mean = y.mean(dim=[0, 2, 3])
+        spread = (y - mean[None, :, None, None]).abs().max()
+        torgb.weight.div_(spread)
+        torgb.bias.copy_(-mean / spread / G.synthesis.output_scale)
+    return G
+
+
+def latents(G, n=2, seed=3):
+    z = torch.randn([n, G.z_dim], generator=torch.Generator().manual_seed(seed))
+    c = F.one_hot(torch.arange(n) % G.c_dim, G.c_dim).float() if G.c_dim else None
+    return z, c
+
+
+def sg3_pickle(tmp_path, marker, G_ema, G=None, D=None, name="sg3.pkl", protocol=4):
+    src = fx.module_src(marker)
+    data = {"G_ema": record(G_ema, src, sg3_kwargs(G_ema))}
+    if G is not None:
+        data["G"] = record(G, src, sg3_kwargs(G))
+    if D is not None:
+        d_kwargs = fx.discriminator_kwargs(D, "stylegan3", 256)
+        d_kwargs["img_resolution"] = D.img_resolution
+        data["D"] = fx.record(D, src, d_kwargs)
+        data["training_set_kwargs"] = fx.EasyDict(path="/data/faces-32.zip", resolution=32, xflip=True)
+    return fx.write_pickle(tmp_path / name, data, protocol)
+
+
 
 
 def randomize(G: nn.Module, seed: int) -> nn.Module:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from models.alias_free import design_lowpass_filter, filtered_lrelu, upfirdn1d
 from models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from models.stylegan3 import Generator, make_transform
+from models.stylegan3 import make_transform
 from tests.models import pickle_fixtures as fx
 from tests.models import sg3_reference as ref
 
@@ -26,31 +26,6 @@ PIXEL_TOLERANCE = 2e-3  # the issue's bar, on outputs in about [-1, 1]
 @pytest.fixture
 def marker(tmp_path):
     return tmp_path / "side-effect"
-
-
-def make_sg3(c_dim=0, conv_kernel=3, radial=False, seed=0, resolution=32) -> Generator:
-    kwargs = {}  # NVIDIA's train.py records these only for the R config
-    if conv_kernel != 3:
-        kwargs["conv_kernel"] = conv_kernel
-    if radial:
-        kwargs["use_radial_filters"] = True
-    G = Generator(
-        z_dim=16, c_dim=c_dim, w_dim=16, img_resolution=resolution, img_channels=3,
-        mapping_kwargs=dict(num_layers=2), channel_base=128, channel_max=8, magnitude_ema_beta=0.999,
-        conv_clamp=256, **kwargs,
-    )
-    ref.randomize(G, seed)
-    with torch.no_grad():  # outputs in about [-1, 1] as a trained network's, so the tolerance means something
-        torgb = getattr(G.synthesis, G.synthesis.layer_names[-1])
-        torgb.bias.zero_()
-        torgb.weight.div_(G(*latents(G)).abs().max())
-    return G
-
-
-def latents(G, n=2, seed=3):
-    z = torch.randn([n, G.z_dim], generator=torch.Generator().manual_seed(seed))
-    c = F.one_hot(torch.arange(n) % G.c_dim, G.c_dim).float() if G.c_dim else None
-    return z, c
 
 
 # --- ops
@@ -110,19 +85,6 @@ def test_filtered_lrelu_matches_reference(up, clamp, radial):
 # --- the network against the reference, through NVIDIA-structured pickles
 
 
-def sg3_pickle(tmp_path, marker, G_ema, G=None, D=None, name="sg3.pkl", protocol=4):
-    src = fx.module_src(marker)
-    data = {"G_ema": ref.record(G_ema, src, ref.sg3_kwargs(G_ema))}
-    if G is not None:
-        data["G"] = ref.record(G, src, ref.sg3_kwargs(G))
-    if D is not None:
-        d_kwargs = fx.discriminator_kwargs(D, "stylegan3", 256)
-        d_kwargs["img_resolution"] = D.img_resolution
-        data["D"] = fx.record(D, src, d_kwargs)
-        data["training_set_kwargs"] = fx.EasyDict(path="/data/faces-32.zip", resolution=32, xflip=True)
-    return fx.write_pickle(tmp_path / name, data, protocol)
-
-
 @pytest.mark.parametrize(
     "conv_kernel, radial, c_dim, protocol",
     [
@@ -133,18 +95,18 @@ def sg3_pickle(tmp_path, marker, G_ema, G=None, D=None, name="sg3.pkl", protocol
     ],
 )
 def test_pickle_gives_the_reference_pixels(tmp_path, marker, conv_kernel, radial, c_dim, protocol):
-    G_ema = make_sg3(c_dim, conv_kernel, radial, seed=0)
-    G = make_sg3(c_dim, conv_kernel, radial, seed=1)
+    G_ema = ref.make_sg3(c_dim, conv_kernel, radial, seed=0)
+    G = ref.make_sg3(c_dim, conv_kernel, radial, seed=1)
     D = fx.randomize(
         fx.Discriminator(c_dim=c_dim, img_resolution=32, img_channels=3, **fx.CHANNELS, conv_clamp=256), 4
     )
-    path = sg3_pickle(tmp_path, marker, G_ema, G, D, protocol=protocol)
+    path = ref.sg3_pickle(tmp_path, marker, G_ema, G, D, protocol=protocol)
     globals_used = fx.pickle_globals(path)
     assert {"numpy.ndarray", "numpy.dtype"} <= globals_used  # the numpy attributes NVIDIA's modules carry
     bundle = load_checkpoint(path)
     assert bundle.meta.family == "stylegan3" and bundle.meta.num_ws == 16
     assert bundle.G_ema.config == ("R" if radial else "T")
-    z, c = latents(G_ema)
+    z, c = ref.latents(G_ema)
     sd = {k: v.detach() for k, v in G_ema.state_dict().items()}
     kwargs = dict(G_ema.init_kwargs)
     with torch.no_grad():
@@ -168,8 +130,8 @@ def test_pickle_gives_the_reference_pixels(tmp_path, marker, conv_kernel, radial
 
 
 def test_transform_moves_the_image_as_the_reference_does():
-    G = make_sg3(seed=5)
-    z, _ = latents(G, n=1)
+    G = ref.make_sg3(seed=5)
+    z, _ = ref.latents(G, n=1)
     sd = {k: v.detach() for k, v in G.state_dict().items()}
     transform = make_transform((0.125, -0.0625), 20.0)
     with torch.no_grad():
@@ -185,8 +147,8 @@ def test_transform_moves_the_image_as_the_reference_does():
 
 def test_translation_by_whole_pixels_shifts_the_image():
     """Translation equivariance, the point of StyleGAN3: 4 px of the 32 px image moves the picture 4 px."""
-    G = make_sg3(seed=7)
-    z, _ = latents(G, n=1)
+    G = ref.make_sg3(seed=7)
+    z, _ = ref.latents(G, n=1)
     with torch.no_grad():
         ws = G.mapping(z, None)
         plain = G.synthesis(ws)
@@ -200,18 +162,18 @@ def test_translation_by_whole_pixels_shifts_the_image():
 
 
 def test_native_round_trip_keeps_stylegan3(tmp_path, marker):
-    G_ema = make_sg3(2, conv_kernel=1, radial=True, seed=0)
-    bundle = load_checkpoint(sg3_pickle(tmp_path, marker, G_ema))
+    G_ema = ref.make_sg3(2, conv_kernel=1, radial=True, seed=0)
+    bundle = load_checkpoint(ref.sg3_pickle(tmp_path, marker, G_ema))
     save_checkpoint(tmp_path / "sg3.safetensors", bundle)
     again = load_checkpoint(tmp_path / "sg3.safetensors")
     assert again.meta.family == "stylegan3" and again.G_ema.config == "R"
-    z, c = latents(G_ema)
+    z, c = ref.latents(G_ema)
     with torch.no_grad():
         assert torch.equal(again.G_ema(z, c), bundle.G_ema(z, c))
 
 
 def test_malicious_stylegan3_pickles_are_refused(tmp_path, marker):
-    G_ema = make_sg3(seed=0)
+    G_ema = ref.make_sg3(seed=0)
     src = fx.module_src(marker)
     rec = ref.record(G_ema, src, ref.sg3_kwargs(G_ema))
     layer = rec.meta["state"]["_modules"]["synthesis"].meta["state"]["_modules"]["L3_36_8"]

@@ -2,7 +2,10 @@
 contiguous activations, fused vs plain modulation, and the display path (`models.fast_synthesis`, "fast").
 
 Run on demand: `python benchmarks/render.py [--quick] [--resolutions 256,512,1024] [--runs 3] [--threads N]
-[--cuts 256,1024] [--cases "fp32 channels-last,fast fp32"]`.
+[--cuts 256,1024] [--cases "fp32 channels-last,fast fp32"]`;
+`--stylegan3` times StyleGAN3 T and R instead (published widths: T channel_base 32768, channel_max 512; R
+doubled, 1×1 convolutions and radial filters), beside NVIDIA's reference way of running the filtered leaky
+ReLU (zero-stuffed upsampling, then depthwise convolutions) swapped into the same network.
 Networks have random weights in StyleGAN2's published widths (256²: channel_base 16384; 512² and 1024²:
 32768; channel_max 512, 8 mapping layers, z = w = 512) and render with const noise under inference_mode.
 Every case is warmed up once, then the cases of one resolution and cut are timed in interleaved rounds
@@ -30,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from models import stylegan3  # noqa: E402
 from models.device import autocast, cpu_has_fast_bf16, select_device, select_precision  # noqa: E402
 from models.fast_synthesis import FastSynthesis  # noqa: E402
 from models.stylegan2 import Generator  # noqa: E402
@@ -101,6 +105,84 @@ def renderer(G: Generator, case: Case, cut: int, device: torch.device) -> Callab
     return run
 
 
+def make_stylegan3(resolution: int, config: str) -> stylegan3.Generator:
+    torch.manual_seed(resolution)
+    wide = config == "R"
+    extra = dict(conv_kernel=1, use_radial_filters=True) if wide else {}
+    G = stylegan3.Generator(
+        z_dim=512, c_dim=0, w_dim=512, img_resolution=resolution, img_channels=3,
+        channel_base=65536 if wide else 32768, channel_max=1024 if wide else 512, **extra,
+    )
+    return G.eval().requires_grad_(False)
+
+
+def _zero_stuffed_upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int, down: int, padding, gain: float):
+    """NVIDIA's `_upfirdn2d_ref`: insert zeros, pad, two depthwise 1-D convolutions (or one 2-D), decimate."""
+    n, c, h, w = x.shape
+    if up > 1:
+        x = torch.nn.functional.pad(x.reshape(n, c, h, 1, w, 1), [0, up - 1, 0, 0, 0, up - 1])
+        x = x.reshape(n, c, h * up, w * up)
+    px0, px1, py0, py1 = padding
+    x = torch.nn.functional.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
+    x = x[:, :, max(-py0, 0) : x.shape[2] - max(-py1, 0), max(-px0, 0) : x.shape[3] - max(-px1, 0)]
+    if f is not None:
+        f = (f * gain ** (f.ndim / 2)).flip(list(range(f.ndim))).to(x.dtype)
+        if f.ndim == 1:
+            x = torch.nn.functional.conv2d(x, f[None, None, None].expand(c, 1, 1, -1), groups=c)
+            x = torch.nn.functional.conv2d(x, f[None, None, :, None].expand(c, 1, -1, 1), groups=c)
+        else:
+            x = torch.nn.functional.conv2d(x, f[None, None].expand(c, 1, *f.shape), groups=c)
+    return x[:, :, ::down, ::down]
+
+
+def nvidia_reference_filtered_lrelu(x, fu, fd, b, up=1, down=1, padding=(0, 0, 0, 0), gain=2**0.5, slope=0.2,
+                                    clamp=None):
+    """NVIDIA's `_filtered_lrelu_ref`, the path its code takes without the CUDA extension."""
+    x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
+    x = _zero_stuffed_upfirdn2d(x, fu, up, 1, padding, up**2)
+    x = torch.nn.functional.leaky_relu(x, slope) * gain
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    return _zero_stuffed_upfirdn2d(x, fd, 1, down, (0, 0, 0, 0), 1)
+
+
+def stylegan3_renderer(G: stylegan3.Generator, dtype: torch.dtype | None, reference: bool):
+    z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(0))
+
+    def run() -> tuple[float, float]:
+        original = stylegan3.filtered_lrelu
+        stylegan3.filtered_lrelu = nvidia_reference_filtered_lrelu if reference else original
+        try:
+            wall, cpu = time.perf_counter(), time.process_time()
+            with torch.inference_mode(), autocast(torch.device("cpu"), dtype):
+                G.render(z)
+            return time.perf_counter() - wall, time.process_time() - cpu
+        finally:
+            stylegan3.filtered_lrelu = original
+
+    return run
+
+
+def stylegan3_main(resolutions: list[int], rounds: int, reference_runs: int) -> None:
+    """Rows per config: ours in fp32 (the baseline of the speed-up), ours in bf16 where native, and NVIDIA's
+    reference filtered leaky ReLU in the same network (fp32, `reference_runs` rounds: it is slow)."""
+    print(f"{'res':>5}  {'cfg':>8}  {'case':<26}{'median ms':>10}{'min ms':>10}{'cpu ms':>10}{'runs':>5} speed-up")
+    for resolution in resolutions:
+        for config in ("T", "R"):
+            G = make_stylegan3(resolution, config)
+            cases = {Case("fp32 ours", None, False, False): stylegan3_renderer(G, None, False)}
+            if cpu_has_fast_bf16():
+                cases[Case("bf16 ours", torch.bfloat16, False, False)] = stylegan3_renderer(G, torch.bfloat16, False)
+            times = time_interleaved(cases, rounds)
+            if reference_runs:
+                reference = Case("fp32 NVIDIA reference op", None, False, False)
+                run = stylegan3_renderer(G, None, True)
+                times[reference] = [run() for _ in range(reference_runs)]  # no warm-up: too slow to repeat
+            base = statistics.median(t[0] for t in next(iter(times.values())))
+            for case, t in times.items():
+                print(row(resolution, resolution, case, t, base).replace("    full", f"{config:>8}", 1), flush=True)
+
+
 def time_interleaved(
     runs: dict[Case, Callable[[], tuple[float, float]]], rounds: int
 ) -> dict[Case, list[tuple[float, float]]]:
@@ -162,12 +244,18 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or mps")
     parser.add_argument("--cuts", default=None, help="comma-separated image sizes to time (default: all)")
     parser.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
+    parser.add_argument("--stylegan3", action="store_true", help="StyleGAN3 T and R on the CPU instead")
+    parser.add_argument("--reference-runs", type=int, default=1, help="StyleGAN3: runs of NVIDIA's reference op")
     args = parser.parse_args()
     resolutions = [256] if args.quick else [int(r) for r in args.resolutions.split(",")]
     rounds = 2 if args.quick else args.runs
     bf16_budget = 30.0 if args.quick else args.bf16_budget
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.stylegan3:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}")
+        stylegan3_main(resolutions, rounds, args.reference_runs)
+        return
     device = select_device(args.device)
     emulated_bf16 = device.type == "cpu" and not cpu_has_fast_bf16()
     auto = select_precision(device)

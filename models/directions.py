@@ -65,8 +65,15 @@ def ganspace(G: Generator, num_components: int = 20, num_samples: int = 10_000, 
 def style_affines(G: Generator, include_torgb: bool = False) -> list[tuple[int, str, torch.Tensor]]:
     """(index into ws, parameter name, affine weight [C, w_dim]) of every style layer in synthesis order.
 
-    A block's torgb reads the same w as the next block's conv0 (see `SynthesisNetwork.w_slices`).
+    A block's torgb reads the same w as the next block's conv0 (see `SynthesisNetwork.w_slices`). In a
+    StyleGAN3 network ws[0] drives the input's rotation and translation, not a style, and layer i reads ws[i+1].
     """
+    if hasattr(G.synthesis, "layer_names"):  # StyleGAN3
+        names = G.synthesis.layer_names if include_torgb else G.synthesis.layer_names[:-1]
+        return [
+            (i + 1, f"synthesis.{name}.affine.weight", getattr(G.synthesis, name).affine.weight)
+            for i, name in enumerate(names)
+        ]
     out = []
     for res, (start, _count) in G.synthesis.w_slices().items():
         block = getattr(G.synthesis, f"b{res}")

@@ -409,10 +409,12 @@ class Generator(nn.Module):
         stop_at: int | None = None,
         fused: bool = False,
         generator: torch.Generator | None = None,
+        **synthesis_kwargs: Any,
     ) -> torch.Tensor:
         """Render images from z, w or w+; truncation toward `centre` (default w_avg), then style mixing.
 
         `mix` is a list of (w or w+ source, layer indices): those layers take the source's latents.
+        `synthesis_kwargs` go to the synthesis network (StyleGAN3's `transform`, which shares this method).
         """
         ws = self.to_ws(self.z_to_w(latent, c)) if kind == "z" else self.to_ws(latent)
         if psi != 1:
@@ -425,7 +427,7 @@ class Generator(nn.Module):
                 ws[:, idx] = src[:, idx]
         return self.synthesis(
             ws, noise_mode=noise_mode, noise_scale=noise_scale, stop_at=stop_at, fused=fused,
-            generator=generator,
+            generator=generator, **synthesis_kwargs,
         )
 
 

@@ -35,6 +35,14 @@ def _output_folder(value: str) -> Path:
     return path
 
 
+def _translation(value: str) -> tuple[float, float]:
+    try:
+        x, y = (float(part) for part in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected X,Y (e.g. 0.1,-0.05), not {value!r}") from None
+    return x, y
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from models.checkpoints import load_checkpoint
 
@@ -76,6 +84,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         cutoff=args.trunc_cutoff,
         noise_mode=args.noise_mode,
         class_index=args.class_index or 0,
+        translate_x=args.translate[0],
+        translate_y=args.translate[1],
+        rotate=args.rotate,
     )
     for seed in seeds:
         state = base.replace(seed=seed)
@@ -221,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trunc-cutoff", type=int, default=None, help="truncate only the first N layers")
     p.add_argument("--class", dest="class_index", type=int, default=None, help="class index (conditional models)")
     p.add_argument("--noise-mode", choices=["const", "random", "none"], default="const")
+    p.add_argument("--translate", type=_translation, default=(0.0, 0.0), help="StyleGAN3: move by X,Y image widths")
+    p.add_argument("--rotate", type=float, default=0.0, help="StyleGAN3: rotate by this many degrees")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
     p.add_argument("--save-npy", action="store_true", help="also write the raw float output (NCHW) as .npy")

@@ -47,7 +47,7 @@ class ModelMeta:
     ) -> ModelMeta:
         """Describe these networks: the architecture fields come from them, so they always match the weights."""
         return cls(
-            family="stylegan2",
+            family=getattr(G_ema, "family", "stylegan2"),
             resolution=G_ema.img_resolution,
             z_dim=G_ema.z_dim,
             w_dim=G_ema.w_dim,

@@ -16,6 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from models import stylegan3
 from models.checkpoints.bundle import CheckpointBundle, ModelMeta, build_bundle, materialize
 from models.checkpoints.errors import CheckpointError
 from models.checkpoints.limits import check_network_settings
@@ -93,6 +94,8 @@ def load_native(path: Path, sha256: str, device: str | torch.device) -> Checkpoi
 
     def generator(what: str):
         check_network_settings(path, what, meta.g_kwargs)
+        if meta.family == "stylegan3":
+            return materialize(path, what, lambda: stylegan3.generator_from_kwargs(meta.g_kwargs), tensors[what])
         return materialize(path, what, lambda: generator_from_kwargs(meta.g_kwargs), tensors[what])
 
     G_ema = generator("G_ema")

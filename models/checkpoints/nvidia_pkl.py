@@ -2,7 +2,8 @@
 
 The pickle is read by `safe_pickle.restricted_load`; each network is an inert `PersistentRecord` whose
 `_parameters`/`_buffers`/`_modules` give its state_dict and whose `_init_kwargs` say how to build it.
-StyleGAN3 networks and TensorFlow pickles are recognised and refused by name.
+StyleGAN3 networks (recognised by their Fourier-feature input) are built as `models.stylegan3` networks.
+TensorFlow pickles are recognised and refused by name.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import torch
 
+from models import stylegan3
 from models.checkpoints.bundle import CheckpointBundle, build_bundle, dataset_name, materialize
 from models.checkpoints.errors import CheckpointError
 from models.checkpoints.limits import check_network_settings
@@ -38,25 +40,25 @@ def load_nvidia_pkl(path: Path, sha256: str, device: str | torch.device) -> Chec
 
     g_ema_record = _network(path, data, "G_ema", "Generator")
     g_ema_weights = _weights(path, g_ema_record, "G_ema")
-    if "synthesis.input.freqs" in g_ema_weights:
-        raise CheckpointError(
-            path,
-            "it holds a StyleGAN3 network; StyleGAN3 networks are not supported yet "
-            "(StyleGAN2 pickles from the same repository load fine)",
-        )
     g_kwargs = _init_kwargs(path, g_ema_record, "G_ema")
     # The two writers differ in their defaults; which one wrote the file shows in the kwargs layout.
     schema = "stylegan2-ada" if "synthesis_kwargs" in g_kwargs else "stylegan3"
     check_network_settings(path, "G_ema", g_kwargs)
+    family = "stylegan3" if "synthesis.input.freqs" in g_ema_weights else "stylegan2"
 
-    G_ema = materialize(path, "G_ema", lambda: generator_from_kwargs(g_kwargs, schema), g_ema_weights)
+    def build(kwargs: dict[str, Any]) -> torch.nn.Module:
+        if family == "stylegan3":
+            return stylegan3.generator_from_kwargs(kwargs)
+        return generator_from_kwargs(kwargs, schema)
+
+    G_ema = materialize(path, "G_ema", lambda: build(g_kwargs), g_ema_weights)
     G = D = None
     if data.get("G") is not None:
         g_record = _network(path, data, "G", "Generator")
         g_kwargs_g = _init_kwargs(path, g_record, "G")
         check_network_settings(path, "G", g_kwargs_g)
         g_weights = _weights(path, g_record, "G")
-        G = materialize(path, "G", lambda: generator_from_kwargs(g_kwargs_g, schema), g_weights)
+        G = materialize(path, "G", lambda: build(g_kwargs_g), g_weights)
     training = _training_summary(path, data.get("training_set_kwargs"), schema)
     if data.get("D") is not None:
         d_record = _network(path, data, "D", "Discriminator")

@@ -291,8 +291,10 @@ class ModelLibrary:
 def write_thumbnail(bundle: CheckpointBundle, path: Path) -> None:
     """Seeds 0-3 in a 2×2 grid, each tile at most THUMBNAIL_TILE px (rendered no larger than needed)."""
     G = bundle.G_ema
-    device = G.synthesis.b4.const.device
-    stop_at = next((r for r in G.synthesis.block_resolutions if r >= THUMBNAIL_TILE), G.img_resolution)
+    device = G.mapping.w_avg.device
+    # StyleGAN3 has no early exit (no block resolutions): it renders in full.
+    resolutions = getattr(G.synthesis, "block_resolutions", [G.img_resolution])
+    stop_at = next((r for r in resolutions if r >= THUMBNAIL_TILE), G.img_resolution)
     z = torch.cat([z_from_seed(s, G.z_dim) for s in THUMBNAIL_SEEDS]).to(device)
     c = torch.zeros(len(z), G.c_dim, device=device)
     c[:, :1] = 1  # conditional models show class 0

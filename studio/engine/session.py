@@ -30,6 +30,7 @@ from models.device import autocast, describe, select_device, select_precision
 from models.fast_synthesis import FastSynthesis, RenderCancelled
 from models.seeds import z_from_seed
 from models.stylegan2 import truncate
+from models.stylegan3 import make_transform
 from studio.engine.files import atomic_write, atomic_write_bytes
 from studio.engine.imaging import to_uint8
 from studio.engine.library import ModelEntry, model_fingerprint
@@ -240,7 +241,17 @@ class Session:
                 noise_scale=state.noise_strength,
                 stop_at=stop_at,
                 generator=generator,
+                **self._camera(state),
             )
+
+    def _camera(self, state: RenderState) -> dict[str, torch.Tensor]:
+        """StyleGAN3's input transform for the state's translate and rotate (none when they are all 0)."""
+        if (state.translate_x, state.translate_y, state.rotate) == (0, 0, 0):
+            return {}
+        if self.meta.family != "stylegan3":
+            raise ValueError("translate and rotate need a StyleGAN3 model; this model is StyleGAN2")
+        transform = make_transform((state.translate_x, state.translate_y), state.rotate)
+        return {"transform": transform.to(self.device)}
 
     def _compose(self, state: RenderState) -> torch.Tensor:
         if state.model_id and state.model_id != self.model_id:

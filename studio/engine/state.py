@@ -77,7 +77,8 @@ class RenderState:
     """One image: which model, which latent (seed, or w overriding it), edits, truncation, mixing, noise.
 
     `w` is w [w_dim] or a flattened w+ [num_ws * w_dim]; `class_index` picks the label of conditional models.
-    An empty `model_id` means "the session's model".
+    An empty `model_id` means "the session's model". `translate_x`, `translate_y` (image widths) and `rotate`
+    (degrees) move a StyleGAN3 model's image through its input transform; they stay 0 for StyleGAN2.
     """
 
     model_id: str
@@ -92,6 +93,9 @@ class RenderState:
     mix: tuple[MixSource, ...] = ()
     class_index: int = 0
     mask: Mask | None = None
+    translate_x: float = 0.0
+    translate_y: float = 0.0
+    rotate: float = 0.0
 
     def __post_init__(self) -> None:
         _set(self, "seed", _integer(self.seed, "seed"))
@@ -115,6 +119,8 @@ class RenderState:
         _set(self, "class_index", _integer(self.class_index, "class index"))
         if self.mask is not None and not isinstance(self.mask, Mask):
             raise ValueError(f"mask must be a Mask value, not {type(self.mask).__name__}")
+        for name in ("translate_x", "translate_y", "rotate"):
+            _set(self, name, _number(getattr(self, name), name.replace("_", " ")))
 
     def replace(self, **changes: Any) -> RenderState:
         return dataclasses.replace(self, **changes)

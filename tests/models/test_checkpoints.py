@@ -392,15 +392,7 @@ def test_weights_that_do_not_fit(tmp_path, marker):
     )
 
 
-def test_stylegan3_and_tensorflow_pickles_are_named(tmp_path, marker):
-    net = nn.Module()
-    net.synthesis = nn.Module()
-    net.synthesis.input = nn.Module()
-    net.synthesis.input.register_buffer("freqs", torch.zeros(8, 2))
-    sg3 = fx.record(
-        net, fx.module_src(marker), fx.EasyDict(z_dim=32, channel_base=256), class_name="Generator"
-    )
-    refusal(fx.write_pickle(tmp_path / "sg3.pkl", {"G_ema": sg3}), "StyleGAN3 networks are not supported yet")
+def test_tensorflow_pickles_are_named(tmp_path, marker):
     tf = fx.write_pickle(tmp_path / "tf.pkl", fx.tensorflow_pickle(marker))
     assert "dnnlib.tflib.network.Network" in fx.pickle_globals(tf)
     refusal(tf, "TensorFlow StyleGAN2 pickle", "legacy.py")

@@ -28,6 +28,7 @@ from studio.engine.state import NOISE_MODES, Edit, RenderState
 from studio.ui.controller import StudioController
 from studio.ui.panels.blend_box import BlendBox
 from studio.ui.panels.project_box import ProjectBox
+from studio.ui.widgets.camera_box import CameraBox
 from studio.ui.widgets.direction_row import DirectionRow
 from studio.ui.widgets.float_slider import FloatSlider
 from studio.ui.widgets.scroll_column import scroll_column
@@ -73,7 +74,7 @@ class ExplorePanel(QWidget):
         self.rows: dict[str, DirectionRow] = {}
 
         scroll = scroll_column(
-            self._seed_box(), self._grid_box(), self._truncation_box(), self._directions_box(),
+            self._seed_box(), self._grid_box(), self._truncation_box(), self._camera_box(), self._directions_box(),
             self._favourites_box(), self._project_and_blend_boxes(),
         )
         outer = QVBoxLayout(self)
@@ -166,6 +167,14 @@ class ExplorePanel(QWidget):
         form.addRow("Noise", noise)
         form.addRow("Strength", self.noise_strength)
         return box
+
+    def _camera_box(self) -> QGroupBox:
+        self.camera = CameraBox()
+        self.camera.changed.connect(lambda changes: self._edit(**changes))
+        self.camera.centred.connect(lambda: self._commit(translate_x=0.0, translate_y=0.0, rotate=0.0))
+        for slider in self.camera.fields().values():
+            self._drag_is_one_step(slider)
+        return self.camera
 
     def _directions_box(self) -> QGroupBox:
         self.directions_status = QLabel()
@@ -365,6 +374,7 @@ class ExplorePanel(QWidget):
         self.setEnabled(session is not None)
         if session is not None:
             self.cutoff.setMaximum(session.num_ws)
+        self.camera.setVisible(session is not None and session.meta.family == "stylegan3")
         self._set_directions(self.controller.directions)
         self.grid.clear()  # another model's thumbnails must not stand in for this one's
         self.render_grid()
@@ -380,6 +390,7 @@ class ExplorePanel(QWidget):
             widget.blockSignals(False)
         self.psi.set_value(state.psi)
         self.noise_strength.set_value(state.noise_strength)
+        self.camera.show_state(state)
         self.latent_note.setText("latent from a recipe (overrides the seed)" if state.w is not None else "")
         edits = {edit.direction_id: edit for edit in state.edits}
         for direction_id, row in self.rows.items():

@@ -87,7 +87,7 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    settings = {**BUNDLED, **DISCRIMINATOR_SETTINGS[args.discriminator]}
+    settings = {**BUNDLED, **DISCRIMINATOR_SETTINGS[args.discriminator], **json.loads(args.settings or "{}")}
     with tempfile.TemporaryDirectory() as scratch:
         rate = measure(64, args.precision, args.steps, Path(scratch), **settings)
     print(json.dumps({"images_per_s": rate}))
@@ -109,7 +109,7 @@ def compare(args: argparse.Namespace) -> None:
     print(
         f"torch {torch.__version__}, {args.threads} thread(s), native bf16: {cpu_has_fast_bf16()}; "
         f"64², bundled width, batch 8; {args.rounds} round(s) of {args.steps} steps; old = {args.compare}, "
-        f"new = {args.new or 'this working tree'}"
+        f"new = {args.new or 'this working tree'} {args.new_settings or ''}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         old_tree, new_tree = Path(tmp, "old"), Path(tmp, "new")
@@ -125,6 +125,8 @@ def compare(args: argparse.Namespace) -> None:
                         sys.executable, __file__, "--worker", "--tree", str(trees[name]), "--precision", precision,
                         "--discriminator", discriminator, "--steps", str(args.steps), "--threads", str(args.threads),
                     ]  # fmt: skip
+                    if name == "new" and args.new_settings:
+                        command += ["--settings", args.new_settings]
                     out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=trees[name])
                     rates[name].append(json.loads(out.stdout.strip().splitlines()[-1])["images_per_s"])
             ratios = [n / o for n, o in zip(rates["new"], rates["old"], strict=True)]
@@ -173,12 +175,16 @@ def main() -> None:
     parser.add_argument("--channel-max", type=int, default=512)
     parser.add_argument("--compare", metavar="REV", help="measure this tree against git revision REV, alternately")
     parser.add_argument("--new", metavar="REV", help="--compare: measure revision REV instead of this working tree")
+    parser.add_argument(
+        "--new-settings", metavar="JSON", help='--compare: TrainConfig fields for new only, e.g. {"reuse_fakes": true}'
+    )
     parser.add_argument("--rounds", type=int, default=2, help="--compare: old/new pairs per configuration")
     parser.add_argument("--discriminators", default="stylegan,projected", help="--compare: which to measure")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tree", help=argparse.SUPPRESS)
     parser.add_argument("--precision", help=argparse.SUPPRESS)
     parser.add_argument("--discriminator", help=argparse.SUPPRESS)
+    parser.add_argument("--settings", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)

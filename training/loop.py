@@ -467,6 +467,7 @@ class Trainer:
         G = G_train.G
         z_dim = G.z_dim
         losses: dict[str, torch.Tensor] = {}  # detached: reading them here would sync with a GPU every step
+        g_fakes: list[torch.Tensor] = []
 
         def sync_context(module: nn.Module, last: bool):
             return module.no_sync() if (self.world > 1 and not last) else contextlib.nullcontext()
@@ -489,6 +490,7 @@ class Trainer:
                         loss = generator_loss(ddp_D, fake, None, augment, cfg.gan_loss)
                     (loss / rounds).backward()
                     losses["G"] = losses.get("G", 0.0) + loss.detach().float() / rounds
+                    g_fakes.append(fake.detach())
                 else:
                     with autocast(self.device, self.dtype):
                         pl_fake, pl_ws = ddp_G(z[: max(micro // 2, 1)], None)
@@ -509,9 +511,12 @@ class Trainer:
         r1_gain = cfg.r1_interval if step % cfg.r1_interval == 0 else 0
         for r in range(rounds):
             last = r == rounds - 1
-            z = torch.randn([micro, z_dim], device=self.device)
-            with torch.no_grad(), autocast(self.device, self.dtype):
-                fake, _ = G_train(z, None)
+            if cfg.reuse_fakes:  # G's own fakes, made before its update this step: one G forward fewer
+                fake = g_fakes[r]
+            else:
+                z = torch.randn([micro, z_dim], device=self.device)
+                with torch.no_grad(), autocast(self.device, self.dtype):
+                    fake, _ = G_train(z, None)
             real = reals[r * micro : (r + 1) * micro]
             with sync_context(ddp_D, last):
                 with autocast(self.device, self.dtype):

@@ -273,3 +273,17 @@ def training_macs(width: NetworkWidth, resolution: int) -> float:
         d += 9 * res**2 * ch(res) ** 2 + (res // 2) ** 2 * (9 + 1) * ch(res) * ch(res // 2)
     d += 9 * 16 * (ch(4) + 1) * ch(4) + 16 * ch(4) ** 2  # epilogue
     return 4 * g + 7 * d
+
+
+# Training images/s at the bundled model's width at 64 px (batch 8) on a quiet 2-core CPU (issue 12's figures,
+# the low ends of 16-24 with native bf16 and 6-9 without): the base that `estimate_images_per_s` scales.
+CPU_REFERENCE_IMAGES_PER_S = {"bf16": 16.0, "fp32": 6.0}
+CPU_REFERENCE_WIDTH, CPU_REFERENCE_RESOLUTION = NetworkWidth(2048, 128, 128, 128), 64
+
+
+def estimate_images_per_s(width: NetworkWidth, resolution: int, precision: str) -> float:
+    """A 2-core CPU's training speed for `width` at `resolution`, scaled from the measured reference by the work
+    per image. For the full width at 32-64 px it gives 0.4-0.8 img/s with bf16 and 0.1-0.3 without, around the
+    0.2-0.4 img/s that issue 12 measured there."""
+    reference = training_macs(CPU_REFERENCE_WIDTH, CPU_REFERENCE_RESOLUTION)
+    return CPU_REFERENCE_IMAGES_PER_S[precision] * reference / training_macs(width, resolution)

@@ -490,7 +490,8 @@ class Trainer:
                         loss = generator_loss(ddp_D, fake, None, augment, cfg.gan_loss)
                     (loss / rounds).backward()
                     losses["G"] = losses.get("G", 0.0) + loss.detach().float() / rounds
-                    g_fakes.append(fake.detach())
+                    if cfg.reuse_fakes:
+                        g_fakes.append(fake.detach())
                 else:
                     with autocast(self.device, self.dtype):
                         pl_fake, pl_ws = ddp_G(z[: max(micro // 2, 1)], None)

@@ -281,7 +281,7 @@ def test_scratch_width_choice_estimates_its_cost_on_the_cpu(window, tmp_path):
     panel.precision.setCurrentText("fp32")
     panel.select(base="scratch", dataset=name)
     choice = panel.width_choice
-    assert choice.isVisibleTo(panel)
+    assert choice.combo.isVisibleTo(panel) and choice.note.isVisibleTo(panel)
     assert "128 channels at most" in choice.note.text() and "img/s" in choice.note.text()
     automatic = float(re.search(r"about ([\d.e+-]+) img/s", choice.note.text()).group(1))
     options = panel.build_options()
@@ -289,12 +289,12 @@ def test_scratch_width_choice_estimates_its_cost_on_the_cpu(window, tmp_path):
 
     choice.combo.setCurrentIndex(choice.combo.findData("full"))
     full = float(re.search(r"about ([\d.e+-]+) img/s", choice.note.text()).group(1))
-    assert "512 channels at most" in choice.note.text() and "fp32" in choice.note.text()
+    assert "512 channels at most" in choice.note.text() and "fp32" in choice.note.toolTip()
     assert full < automatic / 10  # the 16 px full width is dozens of times the work
     assert {k: panel.build_options()[k] for k in ("channel_base", "channel_max", "z_dim", "w_dim")} == {
         "channel_base": 16384, "channel_max": 512, "z_dim": 512, "w_dim": 512
     }
 
     panel.select(base=window.controller.entry.id)
-    assert not choice.isVisibleTo(panel)
+    assert not choice.combo.isVisibleTo(panel) and not choice.note.isVisibleTo(panel)
     assert "channel_base" not in panel.build_options()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from PySide6.QtWidgets import QComboBox, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QLabel
 
 from training.config import CPU_REFERENCE_IMAGES_PER_S, NetworkWidth, auto_width, estimate_images_per_s, full_width
 
@@ -18,24 +18,27 @@ def describe_width(width: NetworkWidth) -> str:
 
 
 def per_kimg(images_per_s: float) -> str:
-    minutes = 1000 / images_per_s / 60
-    return f"{minutes / 60:.1f} h" if minutes >= 90 else f"{minutes:.0f} min"
+    seconds = 1000 / images_per_s
+    if seconds >= 90 * 60:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-class WidthChoice(QWidget):
-    """A combo (automatic or full width) and a note on what the choice costs on this device."""
+def rate_text(images_per_s: float) -> str:
+    return f"{images_per_s:.0f}" if images_per_s >= 10 else f"{images_per_s:.2g}"
 
-    def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
+
+class WidthChoice:
+    """A combo (automatic or full width) and a note on what the choice costs on this device: two rows of the
+    panel's form, the note spanning it so that it wraps."""
+
+    def __init__(self):
         self.combo = QComboBox()
         self.combo.addItem("Automatic (sized for this device)", AUTO)
         self.combo.addItem("Full (StyleGAN2)", FULL)
         self.note = QLabel()
         self.note.setWordWrap(True)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.combo)
-        layout.addWidget(self.note)
+        self.note.setMinimumHeight(2 * self.note.fontMetrics().lineSpacing() + 4)  # a form row won't grow for a wrap
 
     def width(self, resolution: int, dataset_size: int, device_type: str) -> NetworkWidth:
         if self.combo.currentData() == FULL:
@@ -55,10 +58,13 @@ class WidthChoice(QWidget):
         text = describe_width(width)
         if device_type == "cpu":
             rate = estimate_images_per_s(width, resolution, precision)
-            text += (
-                f"; on a 2-core CPU about {rate:.2g} img/s, 1 kimg ≈ {per_kimg(rate)} (estimated from "
-                f"{CPU_REFERENCE_IMAGES_PER_S[precision]:g} img/s measured at the bundled model's width, {precision})"
-            )
+            text += f" · about {rate_text(rate)} img/s on 2 CPU cores: 1 kimg ≈ {per_kimg(rate)}"
         self.note.setText(text)
+        self.note.setToolTip(
+            f"Estimated from {CPU_REFERENCE_IMAGES_PER_S[precision]:g} img/s measured at the bundled model's width "
+            f"({precision}, 64 px, 2 cores), scaled by each width's work per image"
+            if device_type == "cpu"
+            else ""
+        )
         full = self.combo.currentData() == FULL and device_type == "cpu"
         self.note.setStyleSheet("color: #e0a030;" if full else "")

@@ -197,7 +197,8 @@ class TrainPanel(QWidget):
         self.width_choice.combo.currentIndexChanged.connect(lambda _i: self._choices_changed())
         self.precision.currentIndexChanged.connect(lambda _i: self._choices_changed())
         self.device.currentIndexChanged.connect(lambda _i: self._choices_changed())
-        form.addRow("Network", self.width_choice)
+        form.addRow("Network", self.width_choice.combo)
+        form.addRow(self.width_choice.note)
         form.addRow(self.advanced_toggle)
         form.addRow(self.advanced)
         return box
@@ -383,10 +384,9 @@ class TrainPanel(QWidget):
         except DatasetError:
             info = None
         scratch = self.base.currentData() == SCRATCH and info is not None
-        self.width_choice.setVisible(scratch)
-        form = self.width_choice.parentWidget().layout()
-        if isinstance(form, QFormLayout):
-            form.setRowVisible(self.width_choice, scratch)
+        form = self.width_choice.combo.parentWidget().layout()
+        for row in (self.width_choice.combo, self.width_choice.note):
+            form.setRowVisible(row, scratch)
         if not scratch:
             return
         device_type, precision = self._device_type(), "fp32"

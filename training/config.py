@@ -51,12 +51,13 @@ class TrainConfig:
     resolution: int | None = None
     batch: int = 16
     batch_gpu: int | None = None  # micro-batch per device; smaller than batch/ranks means gradient accumulation
-    # Network width when training from scratch (a base model brings its own).
-    z_dim: int = 512
-    w_dim: int = 512
+    # Network width when training from scratch (a base model brings its own). None: chosen by `auto_width`
+    # from the resolution, the dataset's size and the device when the run starts, and recorded in config.json.
+    z_dim: int | None = None
+    w_dim: int | None = None
     map_layers: int = 2
-    channel_base: int = 16384
-    channel_max: int = 512
+    channel_base: int | None = None
+    channel_max: int | None = None
     # From scratch: activations clamped at ±conv_clamp. None: 256 (NVIDIA's choice) for fp16 runs, else none.
     conv_clamp: float | None = None
     # The discriminator: StyleGAN2's own, or a projected one on frozen EfficientNet-Lite0 features
@@ -72,6 +73,9 @@ class TrainConfig:
     pl_weight: float = 2.0
     pl_interval: int = 4
     style_mixing: float = 0.9
+    # D learns from the fakes G's pass made this step (before G's update) instead of drawing new ones: one G
+    # forward fewer per step (1.2x the images/s at the bundled width on a CPU), at one step's staleness.
+    reuse_fakes: bool = False
     ema_kimg: float | None = None  # None: batch · 10 / 32
     ema_rampup: float | None = 0.05
     # Augmentation.
@@ -154,8 +158,14 @@ class TrainConfig:
         need(self.snap_kimg > 0 and self.sample_kimg > 0, "--snap-kimg and --sample-kimg must be positive")
         need(self.keep_checkpoints >= 1, "--keep-checkpoints must be at least 1")
         need(self.metrics_kimg >= 0 and self.metrics_n >= 10, "--metrics-kimg must be ≥ 0 and --metrics-n ≥ 10")
-        need(self.z_dim >= 1 and self.w_dim >= 1 and self.map_layers >= 1, "z/w sizes and mapping depth must be ≥ 1")
-        need(self.channel_base >= 16 and self.channel_max >= 1, "channel base/max too small")
+        need(
+            all(v is None or v >= 1 for v in (self.z_dim, self.w_dim)) and self.map_layers >= 1,
+            "z/w sizes and mapping depth must be ≥ 1",
+        )
+        need(
+            (self.channel_base or 16) >= 16 and (self.channel_max or 1) >= 1,
+            "channel base/max too small",
+        )
         if self.conv_clamp is not None:
             need(self.conv_clamp > 0, f"conv_clamp must be positive, not {self.conv_clamp}")
         need(self.progress_interval_s >= 0, "progress_interval_s must be ≥ 0")
@@ -170,6 +180,11 @@ class TrainConfig:
         if self.r1_gamma is not None:
             return self.r1_gamma
         return 0.0002 * resolution**2 / self.batch if self.discriminator == "stylegan" else 0.0
+
+    def with_width(self, width: NetworkWidth) -> TrainConfig:
+        """This config with `width` filling in the network sizes left to be chosen (None); set ones stay."""
+        chosen = {k: v for k, v in dataclasses.asdict(width).items() if getattr(self, k) is None}
+        return dataclasses.replace(self, **chosen)
 
     def resolved_ema_kimg(self) -> float:
         return self.ema_kimg if self.ema_kimg is not None else self.batch * 10 / 32
@@ -199,3 +214,80 @@ class TrainConfig:
             return cls.from_dict(json.loads(path.read_text()))
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"cannot read the run's configuration {path}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class NetworkWidth:
+    """A from-scratch network's size, as the TrainConfig fields of the same names."""
+
+    channel_base: int
+    channel_max: int
+    z_dim: int
+    w_dim: int
+
+    def channels(self, resolution: int) -> int:
+        return min(self.channel_base // resolution, self.channel_max)
+
+
+def full_width(resolution: int) -> NetworkWidth:
+    """StyleGAN2-ADA's 'auto' configuration, which sizes the network from the resolution alone."""
+    return NetworkWidth(32768 if resolution >= 512 else 16384, 512, 512, 512)
+
+
+SMALL_DATASET_IMAGES = 1000
+
+
+def auto_width(resolution: int, dataset_size: int, device_type: str) -> NetworkWidth:
+    """The network width a from-scratch run gets unless told otherwise.
+
+    - CUDA: StyleGAN2-ADA's full width (`full_width`).
+    - MPS: half its channels (an Apple GPU is several times slower than the GPUs that width was made for).
+    - CPU: 32 channels at the output resolution, at most 128, z and w 128: the bundled model's width at 64 px.
+      The full width costs 40-90x more at 32-64 px (`training_macs`): hours per thousand images on a laptop.
+    - Datasets under 1000 images get at most half of the device's widest layer (256 on a GPU): they hold
+      fewer features to learn, and a smaller network reaches its plateau sooner. A heuristic, not measured.
+    """
+    full = full_width(resolution)
+    if device_type == "cuda":
+        width = full
+    elif device_type == "mps":
+        width = NetworkWidth(full.channel_base // 2, full.channel_max // 2, 256, 256)
+    else:
+        width = NetworkWidth(32 * resolution, 128, 128, 128)
+    if dataset_size < SMALL_DATASET_IMAGES and width.channel_max > 128:
+        width = dataclasses.replace(width, channel_max=width.channel_max // 2)
+    return width
+
+
+def training_macs(width: NetworkWidth, resolution: int) -> float:
+    """Multiply-adds per image of one training step (G and D, forward and backward), counting convolutions
+    and the mapping network: a speed model that compares widths, not a count to the last operation.
+
+    Per image a step runs G forward twice (G's pass, D's fakes) and backward once (about twice a forward),
+    and D forward three times (fakes for G, fakes and reals for D) and backward twice (about twice a forward).
+    """
+    log2 = int(math.log2(resolution))
+    ch = width.channels
+    g = 9 * ch(4) ** 2 * 16 + 3 * ch(4) * 16  # the 4x4 block's conv and toRGB
+    for res in (2**i for i in range(3, log2 + 1)):
+        g += 9 * res**2 * (ch(res // 2) * ch(res) + ch(res) ** 2) + 3 * ch(res) * res**2
+    g += 2 * width.w_dim * (width.z_dim + width.w_dim)  # mapping (2 layers), style mixing maps twice
+    d = 3 * ch(resolution) * resolution**2  # fromRGB
+    for res in (2**i for i in range(log2, 2, -1)):
+        d += 9 * res**2 * ch(res) ** 2 + (res // 2) ** 2 * (9 + 1) * ch(res) * ch(res // 2)
+    d += 9 * 16 * (ch(4) + 1) * ch(4) + 16 * ch(4) ** 2  # epilogue
+    return 4 * g + 7 * d
+
+
+# Training images/s at the bundled model's width at 64 px (batch 8) on a quiet 2-core CPU (issue 12's figures,
+# the low ends of 16-24 with native bf16 and 6-9 without): the base that `estimate_images_per_s` scales.
+CPU_REFERENCE_IMAGES_PER_S = {"bf16": 16.0, "fp32": 6.0}
+CPU_REFERENCE_WIDTH, CPU_REFERENCE_RESOLUTION = NetworkWidth(2048, 128, 128, 128), 64
+
+
+def estimate_images_per_s(width: NetworkWidth, resolution: int, precision: str) -> float:
+    """A 2-core CPU's training speed for `width` at `resolution`, scaled from the measured reference by the work
+    per image. For the full width at 32-64 px it gives 0.4-0.8 img/s with bf16 and 0.1-0.3 without, around the
+    0.2-0.4 img/s that issue 12 measured there."""
+    reference = training_macs(CPU_REFERENCE_WIDTH, CPU_REFERENCE_RESOLUTION)
+    return CPU_REFERENCE_IMAGES_PER_S[precision] * reference / training_macs(width, resolution)

@@ -27,7 +27,7 @@ from models.device import autocast, describe, select_device, select_precision
 from models.seeds import z_from_seed
 from models.stylegan2 import Discriminator, Generator
 from training.augment import AdaController, build_augment
-from training.config import ConfigError, TrainConfig
+from training.config import ConfigError, TrainConfig, auto_width
 from training.dataset import PreparedDataset, prepare_dataset
 from training.loss import (
     GeneratorForTraining,
@@ -243,6 +243,16 @@ class Trainer:
             )
         return G, D, G_ema, bundle.meta.resolution
 
+    def _choose_width(self, dataset_size: int) -> TrainConfig:
+        """Fill in the network sizes left to be chosen (`auto_width`) and record them, so a resumed run (on
+        any device) builds the same network."""
+        cfg = self.config
+        width = auto_width(cfg.resolution, dataset_size, self.device.type)
+        if cfg.with_width(width) != cfg:
+            self.config = cfg.with_width(width)
+            self._on_rank0(lambda: self.config.dump(self.run.config_path))
+        return self.config
+
     def _import_progress(self, done: int, total: int, message: str) -> None:
         now = time.time()
         if done == total or now - self._last_import_event >= 0.5:
@@ -308,14 +318,22 @@ class Trainer:
         cfg = self.config
         torch.manual_seed(cfg.seed * self.world + self.rank)
         self.prepare_run_dir()
+        dataset = None
+        if cfg.base == "scratch" and cfg.resolution is not None:  # the dataset's size sizes the network
+            dataset = self.load_dataset(cfg.resolution)
+            cfg = self._choose_width(len(dataset))
         G, D, G_ema, resolution = self.load_base()
         self.model_D = D  # the StyleGAN D that the run's model files hold
         if cfg.discriminator == "projected":  # small: always starts fresh, from the run's seed
             D = ProjectedDiscriminator(cfg.projected_size, seed=cfg.seed)
-        dataset = self.load_dataset(resolution)
+        if dataset is None:
+            dataset = self.load_dataset(resolution)
         for net in (G, D, G_ema):
             net.train().requires_grad_(False).to(self.device)
         G_ema.eval()
+        if self.device.type == "cpu":  # oneDNN convolves (backward above all) faster channels-last: benchmarks/train.py
+            for net in (G, D):
+                net.to(memory_format=torch.channels_last)
         frozen = {id(p) for block in (D.blocks()[: cfg.freeze_d] if cfg.freeze_d else []) for p in block.parameters()}
         d_trainable = [p for p in D.parameters() if id(p) not in frozen]
 
@@ -390,7 +408,7 @@ class Trainer:
         next_metrics = (
             (cur_nimg // int(cfg.metrics_kimg * 1000) + 1) * int(cfg.metrics_kimg * 1000) if cfg.metrics_kimg else None
         )
-        tick_losses: dict[str, list[float]] = {}
+        tick_losses: dict[str, list[torch.Tensor]] = {}  # read (a host sync on a GPU) once per progress event
         tick_start, tick_nimg, last_emit = time.time(), cur_nimg, 0.0
         pace = SmoothedRate()
         status = "completed"
@@ -426,7 +444,7 @@ class Trainer:
                     step=step,
                     kimg=cur_nimg / 1000,
                     total_kimg=None if total_nimg is None else total_nimg / 1000,
-                    losses={k: float(np.mean(v)) for k, v in tick_losses.items()},
+                    losses=_mean_losses(tick_losses),
                     augment_p=augment.p,
                     ada_rt=ada.rt if ada else None,
                     images_per_s=(cur_nimg - tick_nimg) / seconds,
@@ -505,13 +523,14 @@ class Trainer:
 
     def _step(
         self, step: int, reals: torch.Tensor, parts: _Parts, micro: int, rounds: int, r1_gamma: float
-    ) -> dict[str, float]:
+    ) -> dict[str, torch.Tensor]:
         cfg = self.config
         G_train, ddp_G, ddp_D, D = parts.G_train, parts.ddp_G, parts.ddp_D, parts.D
         augment, ada, opt_G, opt_D, pl = parts.augment, parts.ada, parts.opt_G, parts.opt_D, parts.pl
         G = G_train.G
         z_dim = G.z_dim
-        losses: dict[str, float] = {}
+        losses: dict[str, torch.Tensor] = {}  # detached: reading them here would sync with a GPU every step
+        g_fakes: list[torch.Tensor] = []
 
         def sync_context(module: nn.Module, last: bool):
             return module.no_sync() if (self.world > 1 and not last) else contextlib.nullcontext()
@@ -533,7 +552,9 @@ class Trainer:
                         fake, _ = ddp_G(z, None, update_emas=True)
                         loss = generator_loss(ddp_D, fake, None, augment, cfg.gan_loss)
                     self.guard.backward(loss / rounds)
-                    losses["G"] = losses.get("G", 0.0) + float(loss.detach()) / rounds
+                    losses["G"] = losses.get("G", 0.0) + loss.detach().float() / rounds
+                    if cfg.reuse_fakes:
+                        g_fakes.append(fake.detach())
                 else:
                     with autocast(self.device, self.dtype):
                         pl_fake, pl_ws = ddp_G(z[: max(micro // 2, 1)], None)
@@ -553,9 +574,12 @@ class Trainer:
         r1_gain = cfg.r1_interval if step % cfg.r1_interval == 0 else 0
         for r in range(rounds):
             last = r == rounds - 1
-            z = torch.randn([micro, z_dim], device=self.device)
-            with torch.no_grad(), autocast(self.device, self.dtype):
-                fake, _ = G_train(z, None)
+            if cfg.reuse_fakes:  # G's own fakes, made before its update this step: one G forward fewer
+                fake = g_fakes[r]
+            else:
+                z = torch.randn([micro, z_dim], device=self.device)
+                with torch.no_grad(), autocast(self.device, self.dtype):
+                    fake, _ = G_train(z, None)
             real = reals[r * micro : (r + 1) * micro]
             with sync_context(ddp_D, last):
                 with autocast(self.device, self.dtype):
@@ -567,7 +591,7 @@ class Trainer:
                 ada.accumulate(real_logits)
             for k, v in stats.items():
                 losses[k] = losses.get(k, 0.0) + v / rounds
-            losses["D"] = losses.get("D", 0.0) + float(loss.detach()) / rounds
+            losses["D"] = losses.get("D", 0.0) + loss.detach().float() / rounds
         D.requires_grad_(False)
         self.guard.step("D", opt_D)
         return losses
@@ -785,6 +809,14 @@ class Trainer:
                 self.dtype = None
                 self.emit("warning", message="this run fell back to fp32 after non-finite values; it continues in fp32")
         return int(state["cur_nimg"]), int(state["step"])
+
+
+def _mean_losses(tick_losses: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+    """Each loss's mean over the steps since the last progress event, read from the device in one go."""
+    if not tick_losses:
+        return {}
+    means = torch.stack([torch.stack(values).mean() for values in tick_losses.values()]).tolist()
+    return dict(zip(tick_losses, means, strict=True))
 
 
 def train(

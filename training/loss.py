@@ -50,11 +50,11 @@ def discriminator_loss(
     r1_gamma: float,
     r1_gain: float,
     kind: str = "logistic",
-) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
     """softplus(D(fake)) + softplus(-D(real)), or for `kind="hinge"` relu(1 + D(fake)) + relu(1 - D(real));
     plus R1 · gamma/2 · gain when r1_gain > 0 (lazy regularisation).
 
-    Returns the loss, logged values, and the real logits (ADA reads their signs).
+    Returns the loss, logged values (detached 0-d tensors), and the real logits (ADA reads their signs).
     """
     fake_logits = D(augment(fake.detach()), c)
     do_r1 = r1_gain > 0 and r1_gamma > 0
@@ -64,12 +64,13 @@ def discriminator_loss(
         loss = F.relu(1 + fake_logits.float()).mean() + F.relu(1 - real_logits.float()).mean()
     else:
         loss = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
-    stats = {"D_fake": float(fake_logits.detach().float().mean()), "D_real": float(real_logits.detach().float().mean())}
+    # Detached tensors, not numbers: reading them would make a GPU wait for the step at every micro-batch.
+    stats = {"D_fake": fake_logits.detach().float().mean(), "D_real": real_logits.detach().float().mean()}
     if do_r1:
         (grads,) = torch.autograd.grad(real_logits.float().sum(), real_in, create_graph=True)
         penalty = grads.float().square().sum(dim=[1, 2, 3])
         loss = loss + penalty.mean() * (r1_gamma / 2) * r1_gain
-        stats["R1"] = float(penalty.detach().mean())
+        stats["R1"] = penalty.detach().float().mean()
     return loss, stats, real_logits
 
 
@@ -80,7 +81,7 @@ class PathLengthPenalty:
         self.decay = decay
         self.mean = torch.zeros([])
 
-    def __call__(self, img: torch.Tensor, ws: torch.Tensor) -> tuple[torch.Tensor, float]:
+    def __call__(self, img: torch.Tensor, ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
         (grads,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
         lengths = grads.float().square().sum(dim=2).mean(dim=1).sqrt()
@@ -91,7 +92,7 @@ class PathLengthPenalty:
             mean /= torch.distributed.get_world_size()
         self.mean = mean.detach()
         penalty = (lengths - self.mean).square().mean()
-        return penalty, float(lengths.detach().mean())
+        return penalty, lengths.detach().mean()
 
 
 def lazy_adam_hparams(lr: float, interval: int, betas=(0.0, 0.99)) -> tuple[float, tuple[float, float]]:

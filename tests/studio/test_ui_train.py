@@ -270,3 +270,31 @@ def test_advanced_options_reach_the_training_command(qtbot, window, tmp_path):
     assert config.data == str(DatasetStore().get(name).path)
     panel.r1_gamma.setValue(-1)
     assert "r1_gamma" not in panel.build_options()  # "auto": ADA's heuristic
+
+
+def test_scratch_width_choice_estimates_its_cost_on_the_cpu(window, tmp_path):
+    """From scratch the panel offers the automatic width (the run sizes it) or StyleGAN2's full width, with the
+    CPU estimate showing how much slower the full one trains; fine-tuning hides the choice (the base has one)."""
+    panel = window.train_panel
+    name = blobs(window, tmp_path)
+    panel.device.setCurrentText("cpu")
+    panel.precision.setCurrentText("fp32")
+    panel.select(base="scratch", dataset=name)
+    choice = panel.width_choice
+    assert choice.combo.isVisibleTo(panel) and choice.note.isVisibleTo(panel)
+    assert "128 channels at most" in choice.note.text() and "img/s" in choice.note.text()
+    automatic = float(re.search(r"about ([\d.e+-]+) img/s", choice.note.text()).group(1))
+    options = panel.build_options()
+    assert "channel_base" not in options and "z_dim" not in options  # the run chooses, and records it
+
+    choice.combo.setCurrentIndex(choice.combo.findData("full"))
+    full = float(re.search(r"about ([\d.e+-]+) img/s", choice.note.text()).group(1))
+    assert "512 channels at most" in choice.note.text() and "fp32" in choice.note.toolTip()
+    assert full < automatic / 10  # the 16 px full width is dozens of times the work
+    assert {k: panel.build_options()[k] for k in ("channel_base", "channel_max", "z_dim", "w_dim")} == {
+        "channel_base": 16384, "channel_max": 512, "z_dim": 512, "w_dim": 512
+    }
+
+    panel.select(base=window.controller.entry.id)
+    assert not choice.combo.isVisibleTo(panel) and not choice.note.isVisibleTo(panel)
+    assert "channel_base" not in panel.build_options()

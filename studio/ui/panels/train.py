@@ -7,10 +7,12 @@ panel knows only its JSON events and its run folder, so a crash in training neve
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from PySide6.QtCore import QProcess, QProcessEnvironment, Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (
@@ -33,6 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from models.device import select_device, select_precision
 from studio.engine.datasets import DatasetError, DatasetStore
 from studio.engine.runs import (
     PRESETS,
@@ -50,6 +53,7 @@ from studio.engine.runs import (
     train_command,
 )
 from studio.ui.controller import StudioController
+from studio.ui.panels.train_width import WidthChoice
 from studio.ui.widgets.charts import LineChart
 from studio.ui.workers import TaskRunner
 
@@ -195,6 +199,12 @@ class TrainPanel(QWidget):
         form.addRow("Start from", self.base)
         form.addRow("Dataset", self.dataset)
         form.addRow("Length", self.preset)
+        self.width_choice = WidthChoice()  # from scratch only
+        self.width_choice.combo.currentIndexChanged.connect(lambda _i: self._choices_changed())
+        self.precision.currentIndexChanged.connect(lambda _i: self._choices_changed())
+        self.device.currentIndexChanged.connect(lambda _i: self._choices_changed())
+        form.addRow("Network", self.width_choice.combo)
+        form.addRow(self.width_choice.note)
         form.addRow(self.advanced_toggle)
         form.addRow(self.advanced)
         return box
@@ -352,6 +362,7 @@ class TrainPanel(QWidget):
         self._choices_changed()
 
     def _choices_changed(self) -> None:
+        self._update_width()
         self.update_warnings()
         self._update_buttons()
 
@@ -360,6 +371,36 @@ class TrainPanel(QWidget):
         if base in (None, SCRATCH):
             return None
         return int(self.library.get(base).meta.get("resolution", 0)) or None
+
+    def _device_type(self) -> str:
+        try:
+            return select_device(self.device.currentText()).type
+        except ValueError:  # asked for a device this machine lacks: the run will say so
+            return self.device.currentText().split(":")[0]
+
+    @staticmethod
+    def _images(info: Any) -> int:
+        """The images a run sees: mirrored datasets count twice, as in training."""
+        return info.count * (2 if info.xflip else 1)
+
+    def _update_width(self) -> None:
+        """Show the width choice for a from-scratch run, with what it costs on the chosen device."""
+        try:
+            info = self.datasets.get(self.dataset.currentText()) if self.dataset.currentText() else None
+        except DatasetError:
+            info = None
+        scratch = self.base.currentData() == SCRATCH and info is not None
+        form = self.width_choice.combo.parentWidget().layout()
+        for row in (self.width_choice.combo, self.width_choice.note):
+            form.setRowVisible(row, scratch)
+        if not scratch:
+            return
+        device_type, precision = self._device_type(), "fp32"
+        if device_type == "cpu":  # the estimate's precision; fp16 is refused on a CPU when the run starts
+            with contextlib.suppress(ValueError):
+                dtype = select_precision(torch.device("cpu"), self.precision.currentText())
+                precision = "bf16" if dtype is torch.bfloat16 else "fp32"
+        self.width_choice.update_note(info.resolution, self._images(info), device_type, precision)
 
     def update_warnings(self) -> None:
         notes = []
@@ -419,6 +460,7 @@ class TrainPanel(QWidget):
             options["r1_gamma"] = self.r1_gamma.value()
         if base == SCRATCH:
             options.update(base=SCRATCH, resolution=info.resolution)
+            options.update(self.width_choice.options(info.resolution, self._images(info), self._device_type()))
         else:
             options["base"] = str(self.library.get(base).path)
         options.update(self.overrides)

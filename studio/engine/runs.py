@@ -47,6 +47,20 @@ DIED_EARLY = "the training process ended before its first checkpoint (killed, cr
 _FIXED_FLAGS = {"data": "--data", "out": "--out", "base": "--base"}
 
 
+def cpu_training_precision(choice: str) -> str:
+    """What a CPU run given this precision choice computes in: "bf16" or "fp32" (fp16, which a CPU refuses when
+    the run starts, is estimated as fp32)."""
+    import torch
+
+    from models.device import select_precision
+
+    try:
+        dtype = select_precision(torch.device("cpu"), choice)
+    except ValueError:
+        return "fp32"
+    return "bf16" if dtype is torch.bfloat16 else "fp32"
+
+
 def runs_root() -> Path:
     root = user_data_dir() / "runs"
     root.mkdir(parents=True, exist_ok=True)

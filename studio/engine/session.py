@@ -99,7 +99,8 @@ class Session:
         self.resolution = self.G.img_resolution
         self._lock = threading.RLock()
         # The display path (same pixels, less work); fp16 keeps the eager network and its fp16 safeguards.
-        self._fast = FastSynthesis(self.G.synthesis, self.dtype) if self.dtype in (None, torch.bfloat16) else None
+        display_path = self.meta.family == "stylegan2" and self.dtype in (None, torch.bfloat16)
+        self._fast = FastSynthesis(self.G.synthesis, self.dtype) if display_path else None
         self._preview_cut = min(self.resolution, max(self.resolution // 4, PREVIEW_MIN))
         self._mapped: dict[tuple[int, int], torch.Tensor] = {}  # the mapping's w+ of recent (seed, class)
         self._directions_dir = (data_dir or user_data_dir()) / "directions"

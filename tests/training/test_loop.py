@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -530,6 +531,22 @@ def test_ddp_a_stop_reaching_one_rank_stops_every_rank_at_the_same_step(tmp_path
     assert RunDir(tmp_path / "run").latest_checkpoint().nimg == results[0]["step"] * 8
 
 
+def kill_with_workers(launcher: int) -> None:
+    """SIGKILL torchrun's workers, then torchrun: it starts each worker in a session of its own, so killing its
+    process group would leave them training (and writing checkpoints) on their own."""
+    workers = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == launcher:  # the field after the state: the parent
+                    workers.append(int(entry.name))
+    assert workers, "torchrun has started no workers"
+    for pid in [*workers, launcher]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_ddp_sigkill_then_resume_matches_the_uninterrupted_run_bit_for_bit(tmp_path, discs_folder):
     """torchrun, two gloo processes, with everything that differs between ranks in play (their noise, their
     path-length means, their ADA sign counts): the run is SIGKILLed (launcher and workers) after its first
@@ -543,12 +560,12 @@ def test_ddp_sigkill_then_resume_matches_the_uninterrupted_run_bit_for_bit(tmp_p
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                str(free_port()), "-m", "training", *cli_args(discs_folder, split, 0.064, *recipe)[3:]]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO, env=ONE_THREAD,
-                            start_new_session=True)  # its own process group: the kill takes every process
+                            start_new_session=True)
     killed_after = None
     for line in proc.stdout:
         event = json.loads(line) if line.startswith("{") else {}
         if event.get("event") == "checkpoint":
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_with_workers(proc.pid)
             killed_after = event["kimg"]
             break
     proc.wait(timeout=60)

@@ -106,7 +106,7 @@ class BlendBox(QGroupBox):
 
     def resolutions(self) -> list[int]:
         session = self.controller.session
-        return list(session.G.synthesis.block_resolutions) if session is not None else []
+        return list(getattr(session.G.synthesis, "block_resolutions", [])) if session is not None else []
 
     def curve(self) -> BlendCurve:
         resolutions = self.resolutions()

@@ -163,6 +163,10 @@ class MaskPanel(QWidget):
 
     def _model_changed(self) -> None:
         session = self.controller.session
+        blocks = getattr(session.G.synthesis, "block_resolutions", None) if session is not None else None
+        unsupported = session is not None and blocks is None  # StyleGAN3 has no per-resolution blocks to blend in
+        if unsupported:
+            session = None
         self.setEnabled(session is not None)
         self.blend_from.blockSignals(True)
         self.blend_from.clear()
@@ -175,3 +179,5 @@ class MaskPanel(QWidget):
         if session is None:
             self.paint.setChecked(False)
         self._sync(self.controller.state)
+        if unsupported:
+            self.status.setText("Masks work on StyleGAN2 models.")

@@ -7,12 +7,10 @@ panel knows only its JSON events and its run folder, so a crash in training neve
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 from PySide6.QtCore import QProcess, QProcessEnvironment, Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (
@@ -35,13 +33,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from models.device import select_device, select_precision
+from models.device import select_device
 from studio.engine.datasets import DatasetError, DatasetStore
 from studio.engine.runs import (
     PRESETS,
     ConfigError,
     EventReader,
     RunInfo,
+    cpu_training_precision,
     format_kimg,
     list_runs,
     new_run_dir,
@@ -395,11 +394,8 @@ class TrainPanel(QWidget):
             form.setRowVisible(row, scratch)
         if not scratch:
             return
-        device_type, precision = self._device_type(), "fp32"
-        if device_type == "cpu":  # the estimate's precision; fp16 is refused on a CPU when the run starts
-            with contextlib.suppress(ValueError):
-                dtype = select_precision(torch.device("cpu"), self.precision.currentText())
-                precision = "bf16" if dtype is torch.bfloat16 else "fp32"
+        device_type = self._device_type()
+        precision = cpu_training_precision(self.precision.currentText()) if device_type == "cpu" else "fp32"
         self.width_choice.update_note(info.resolution, self._images(info), device_type, precision)
 
     def update_warnings(self) -> None:

@@ -55,8 +55,6 @@ def test_a_resumed_run_whose_dataset_grew_says_so_and_offers_a_new_run(qtbot, wi
     assert len(changed) == 1 and "6 added images" in changed[0]
     assert not panel.rerun_button.isHidden() and panel.rerun_button.isEnabled()
     assert f"⚠ {changed[0]}" in panel.warnings.text()
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    panel.grab().save(str(SHOTS / "train-dataset-changed.png"))
 
     panel.rerun_button.click()
     assert panel.running() and panel.run_dir != run_dir and panel.rerun_button.isHidden()

@@ -4,10 +4,13 @@ stroke is one undo step; inverting, clearing and a dropped PNG's recipe all come
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PySide6.QtCore import QPoint, Qt
 
 from studio.engine.masking import rasterize
 from tests.studio.ui_support import WAIT_MS, canvas, drop, engine_render, settle
+
+pytestmark = pytest.mark.usefixtures("event_loop_cycled")  # after test_ui_export's app.exec()
 
 LEFT = Qt.MouseButton.LeftButton
 

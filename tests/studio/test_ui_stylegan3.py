@@ -7,6 +7,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 from PySide6.QtCore import Qt
 
 from models.seeds import z_from_seed
@@ -14,6 +15,8 @@ from studio.engine.recipe import make_recipe, read_recipe, write_png_with_recipe
 from studio.engine.state import RenderState
 from tests.models import sg3_reference as ref
 from tests.studio.ui_support import WAIT_MS, canvas, drop, engine_render, settle
+
+pytestmark = pytest.mark.usefixtures("event_loop_cycled")  # after test_ui_export's app.exec()
 
 SHOTS = os.environ.get("GAN_STUDIO_SHOTS")  # a folder to keep the screenshot in, when set
 

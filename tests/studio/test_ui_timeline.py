@@ -8,6 +8,7 @@ import time
 
 import imageio.v2 as imageio
 import numpy as np
+import pytest
 from PySide6.QtCore import QPoint, Qt
 
 from studio.cli import main
@@ -17,6 +18,8 @@ from studio.engine.timeline_export import read_timeline
 from studio.ui.main_window import MainWindow
 from studio.ui.panels.timeline import TimelinePanel
 from tests.studio.ui_support import WAIT_MS, drop, engine_render, settle
+
+pytestmark = pytest.mark.usefixtures("event_loop_cycled")  # after test_ui_export's app.exec()
 
 LEFT = Qt.MouseButton.LeftButton
 

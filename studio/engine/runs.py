@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from models.device import select_precision
 from studio.engine.paths import user_data_dir
 from training.config import ConfigError, TrainConfig
 from training.run_dir import RunDir
@@ -50,10 +53,6 @@ _FIXED_FLAGS = {"data": "--data", "out": "--out", "base": "--base"}
 def cpu_training_precision(choice: str) -> str:
     """What a CPU run given this precision choice computes in: "bf16" or "fp32" (fp16, which a CPU refuses when
     the run starts, is estimated as fp32)."""
-    import torch
-
-    from models.device import select_precision
-
     try:
         dtype = select_precision(torch.device("cpu"), choice)
     except ValueError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from torch import nn
 from models.checkpoints.errors import CheckpointError
 from models.stylegan2 import Discriminator, Generator
 
-SOURCE_FORMATS = ("native", "nvidia-pkl", "rosinality")
+SOURCE_FORMATS = ("native", "nvidia-pkl", "tensorflow-pkl", "rosinality")
 NetT = TypeVar("NetT", bound=nn.Module)
 
 
@@ -139,6 +140,12 @@ def _some(items: list[str], limit: int = 4) -> str:
 def dataset_name(recorded_path: str) -> str:
     """The folder or archive name of a dataset path recorded on another machine (POSIX or Windows)."""
     return Path(recorded_path.replace("\\", "/")).name
+
+
+def snapshot_kimg(file_name: str) -> int | None:
+    """The training length NVIDIA's snapshot names carry (`network-snapshot-000120.pkl`: 120 kimg)."""
+    found = re.search(r"network-snapshot-(\d+)", file_name)
+    return int(found.group(1)) if found else None
 
 
 def build_bundle(

@@ -3,22 +3,22 @@
 The pickle is read by `safe_pickle.restricted_load`; each network is an inert `PersistentRecord` whose
 `_parameters`/`_buffers`/`_modules` give its state_dict and whose `_init_kwargs` say how to build it.
 StyleGAN3 networks (recognised by their Fourier-feature input) are built as `models.stylegan3` networks.
-TensorFlow pickles are recognised and refused by name.
+TensorFlow StyleGAN2 pickles, which the same reader opens, are handed to `tensorflow_pkl`.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from models import stylegan3
-from models.checkpoints.bundle import CheckpointBundle, build_bundle, dataset_name, materialize
+from models.checkpoints.bundle import CheckpointBundle, build_bundle, dataset_name, materialize, snapshot_kimg
 from models.checkpoints.errors import CheckpointError
 from models.checkpoints.limits import check_network_settings
-from models.checkpoints.safe_pickle import PersistentRecord, TFNetworkRecord, restricted_load, to_plain
+from models.checkpoints.safe_pickle import PersistentRecord, restricted_load, to_plain
+from models.checkpoints.tensorflow_pkl import is_tensorflow_pickle, load_tensorflow_networks
 from models.stylegan2 import discriminator_from_kwargs, generator_from_kwargs
 
 # Discriminator options of NVIDIA's training code that change neither weights nor outputs.
@@ -29,7 +29,8 @@ _MAX_DEPTH = 32
 def load_nvidia_pkl(path: Path, sha256: str, device: str | torch.device) -> CheckpointBundle:
     with open(path, "rb") as file:
         data = restricted_load(path, file)
-    _refuse_tensorflow(path, data)
+    if is_tensorflow_pickle(data):
+        return load_tensorflow_networks(path, sha256, device, data)
     if not isinstance(data, dict):
         raise CheckpointError(
             path, f"it is a pickle of a {type(data).__name__}, not a network pickle (a dict holding G_ema)"
@@ -82,16 +83,6 @@ def load_nvidia_pkl(path: Path, sha256: str, device: str | torch.device) -> Chec
         training=training,
         device=device,
     )
-
-
-def _refuse_tensorflow(path: Path, data: Any) -> None:
-    if isinstance(data, (tuple, list)) and any(isinstance(item, TFNetworkRecord) for item in data):
-        raise CheckpointError(
-            path,
-            "it is a TensorFlow StyleGAN2 pickle (dnnlib.tflib), which GAN Studio does not read yet: "
-            "convert it with NVIDIA's stylegan2-ada-pytorch (python legacy.py --source=OLD.pkl "
-            "--dest=NEW.pkl) and load the converted file",
-        )
 
 
 def _network(path: Path, data: dict, key: str, class_name: str) -> PersistentRecord:
@@ -183,6 +174,6 @@ def _training_summary(path: Path, dataset: Any, schema: str) -> dict[str, Any]:
         for key in ("resolution", "use_labels", "xflip", "max_size"):
             if settings.get(key) is not None:
                 summary[key] = settings[key]
-    if found := re.search(r"network-snapshot-(\d+)", path.name):
-        summary["kimg"] = int(found.group(1))
+    if (kimg := snapshot_kimg(path.name)) is not None:
+        summary["kimg"] = kimg
     return summary

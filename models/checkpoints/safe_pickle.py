@@ -30,6 +30,17 @@ class UnsafeContent(Exception):
     """Raised while reading when the file asks for something a checkpoint never needs."""
 
 
+class ForeignFormat(Exception):
+    """Raised while reading when the pickle is recognisably a network of a kind GAN Studio does not read."""
+
+
+# Globals that name a known network format we do not read, and what to tell the artist.
+_FOREIGN_GLOBALS = {
+    ("tfutil", "Network"): "it is a TensorFlow Progressive GAN (ProGAN) pickle (tfutil.Network), which GAN "
+    "Studio does not read; it reads StyleGAN2 networks",
+}
+
+
 class EasyDict(dict):
     """Stand-in for `dnnlib.util.EasyDict`: a dict subclass with no behaviour of its own."""
 
@@ -51,7 +62,10 @@ class PersistentRecord:
 
 
 class TFNetworkRecord:
-    """Stand-in for `dnnlib.tflib.network.Network`, so that TensorFlow pickles can be recognised and named."""
+    """Stand-in for `dnnlib.tflib.network.Network`: keeps the pickled state (settings, variables, components)
+    for `tensorflow_pkl`; its `build_module_src` is never run."""
+
+    state: Any
 
     def __setstate__(self, state: Any) -> None:
         self.state = state
@@ -226,6 +240,8 @@ class RestrictedUnpickler(pickle.Unpickler):
     """`pickle.Unpickler` that resolves only `ALLOWED_GLOBALS` and refuses persistent ids."""
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _FOREIGN_GLOBALS:
+            raise ForeignFormat(_FOREIGN_GLOBALS[(module, name)])
         try:
             return ALLOWED_GLOBALS[(module, name)]
         except KeyError:
@@ -242,6 +258,8 @@ def restricted_load(path: Path, file: IO[bytes]) -> Any:
         return RestrictedUnpickler(file).load()
     except UnsafeContent as exc:
         raise CheckpointError(path, str(exc), refused=True) from None
+    except ForeignFormat as exc:
+        raise CheckpointError(path, str(exc)) from None
     except EOFError:
         raise CheckpointError(path, "the pickle ends early: the file is truncated") from None
     except CheckpointError:

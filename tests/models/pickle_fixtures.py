@@ -308,23 +308,129 @@ def pickle_globals(path: Path) -> set[str]:
     return found
 
 
-def tensorflow_pickle(marker: Path) -> tuple:
-    """A (G, D, Gs) tuple of TensorFlow `Network` objects, variables as numpy arrays."""
+def _tf_conv(weight: torch.Tensor, flip: bool = False) -> np.ndarray:
+    """Our [out, in, kh, kw] kernel in TensorFlow's [kh, kw, in, out] layout, flipped for up-convolutions."""
+    kernel = weight.detach().numpy().transpose(2, 3, 1, 0)
+    return np.ascontiguousarray(kernel[::-1, ::-1] if flip else kernel)
 
-    def net(name: str) -> Network:
-        return Network(
-            dict(
-                version=4,
-                name=name,
-                static_kwargs=dict(resolution=16),
-                components={},
-                build_module_src=module_src(marker),
-                build_func_name=f"{name}_main",
-                variables=[("dense/weight", np.ones([4, 4], np.float32)), ("lod", np.float32(0))],
-            )
+
+def _tf_dense(weight: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(weight.detach().numpy().T)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy().copy()
+
+
+def tensorflow_generator_variables(G: Generator) -> dict[str, dict[str, np.ndarray]]:
+    """Our generator's weights as the variables of TensorFlow StyleGAN2's G_main, its mapping and its synthesis
+    networks (by FORMATS.md's mapping, inverted)."""
+    sd = G.state_dict()
+    top = {"lod": np.float32(0), "dlatent_avg": _np(sd["mapping.w_avg"])}
+    mapping = {}
+    for i in range(G.mapping.num_layers):
+        mapping[f"Dense{i}/weight"] = _tf_dense(sd[f"mapping.fc{i}.weight"])
+        mapping[f"Dense{i}/bias"] = _np(sd[f"mapping.fc{i}.bias"])
+    if G.c_dim:
+        mapping["LabelEmbed/weight"] = _tf_dense(sd["mapping.embed.weight"])
+        mapping["LabelEmbed/bias"] = _np(sd["mapping.embed.bias"])
+    synthesis = {"4x4/Const/const": _np(sd["synthesis.b4.const"])[None]}
+
+    def layer(ours: str, theirs: str, noise: int, up: bool = False) -> None:
+        synthesis[f"{theirs}/weight"] = _tf_conv(sd[f"{ours}.weight"], flip=up)
+        synthesis[f"{theirs}/mod_weight"] = _tf_dense(sd[f"{ours}.affine.weight"])
+        synthesis[f"{theirs}/mod_bias"] = _np(sd[f"{ours}.affine.bias"] - 1)
+        synthesis[f"{theirs}/bias"] = _np(sd[f"{ours}.bias"])
+        if f"{ours}.noise_strength" in sd:  # TensorFlow stores a 0-d variable as a numpy scalar
+            synthesis[f"{theirs}/noise_strength"] = np.float32(sd[f"{ours}.noise_strength"].item())
+            synthesis[f"noise{noise}"] = _np(sd[f"{ours}.noise_const"])[None, None]
+
+    def torgb(ours: str, theirs: str) -> None:
+        synthesis[f"{theirs}/weight"] = _tf_conv(sd[f"{ours}.weight"])
+        synthesis[f"{theirs}/mod_weight"] = _tf_dense(sd[f"{ours}.affine.weight"])
+        synthesis[f"{theirs}/mod_bias"] = _np(sd[f"{ours}.affine.bias"] - 1)
+        synthesis[f"{theirs}/bias"] = _np(sd[f"{ours}.bias"])
+
+    layer("synthesis.b4.conv1", "4x4/Conv", 0)
+    torgb("synthesis.b4.torgb", "4x4/ToRGB")
+    for res in G.synthesis.block_resolutions[1:]:
+        log2 = int(math.log2(res))
+        layer(f"synthesis.b{res}.conv0", f"{res}x{res}/Conv0_up", 2 * log2 - 5, up=True)
+        layer(f"synthesis.b{res}.conv1", f"{res}x{res}/Conv1", 2 * log2 - 4)
+        torgb(f"synthesis.b{res}.torgb", f"{res}x{res}/ToRGB")
+    return {"": top, "mapping": mapping, "synthesis": synthesis}
+
+
+def tensorflow_discriminator_variables(D: Discriminator) -> dict[str, np.ndarray]:
+    sd = D.state_dict()
+    top = D.img_resolution
+    out = {f"{top}x{top}/FromRGB/weight": _tf_conv(sd[f"b{top}.fromrgb.weight"])}
+    out[f"{top}x{top}/FromRGB/bias"] = _np(sd[f"b{top}.fromrgb.bias"])
+    for res in D.block_resolutions:
+        out[f"{res}x{res}/Conv0/weight"] = _tf_conv(sd[f"b{res}.conv0.weight"])
+        out[f"{res}x{res}/Conv0/bias"] = _np(sd[f"b{res}.conv0.bias"])
+        out[f"{res}x{res}/Conv1_down/weight"] = _tf_conv(sd[f"b{res}.conv1.weight"])
+        out[f"{res}x{res}/Conv1_down/bias"] = _np(sd[f"b{res}.conv1.bias"])
+        out[f"{res}x{res}/Skip/weight"] = _tf_conv(sd[f"b{res}.skip.weight"])
+    out["4x4/Conv/weight"] = _tf_conv(sd["b4.conv.weight"])
+    out["4x4/Conv/bias"] = _np(sd["b4.conv.bias"])
+    out["4x4/Dense0/weight"] = _tf_dense(sd["b4.fc.weight"])
+    out["4x4/Dense0/bias"] = _np(sd["b4.fc.bias"])
+    out["Output/weight"] = _tf_dense(sd["b4.out.weight"])
+    out["Output/bias"] = _np(sd["b4.out.bias"])
+    return out
+
+
+def tf_network(name: str, func: str, settings: dict, variables: dict, marker: Path, **components) -> Network:
+    """A `dnnlib.tflib.network.Network` as StyleGAN2's TensorFlow code pickles it (state version 4)."""
+    return Network(
+        dict(
+            version=4,
+            name=name,
+            static_kwargs=settings,
+            components=components,
+            build_module_src=module_src(marker),
+            build_func_name=func,
+            variables=list(variables.items()),
         )
+    )
 
-    return net("G"), net("D"), net("Gs")
+
+def tf_generator_settings(G: Generator, **extra: Any) -> dict:
+    """The static kwargs a StyleGAN2 TensorFlow run records for our tiny generator's architecture."""
+    settings = dict(
+        latent_size=G.z_dim, dlatent_size=G.w_dim, label_size=G.c_dim, resolution=G.img_resolution,
+        num_channels=G.img_channels, mapping_layers=G.mapping.num_layers, fmap_base=CHANNELS["channel_base"] // 2,
+        fmap_max=CHANNELS["channel_max"],
+    )
+    return {**settings, **extra}
+
+
+def tf_generator(G: Generator, marker: Path, name: str = "Gs", settings: dict | None = None,
+                 synthesis_func: str = "G_synthesis_stylegan2") -> Network:
+    variables = tensorflow_generator_variables(G)
+    settings = tf_generator_settings(G) if settings is None else settings
+    mapping = tf_network("G_mapping", "G_mapping", settings, variables["mapping"], marker)
+    synthesis = tf_network("G_synthesis", synthesis_func, settings, variables["synthesis"], marker)
+    return tf_network(name, "G_main", settings, variables[""], marker, mapping=mapping, synthesis=synthesis)
+
+
+def tf_discriminator(D: Discriminator, marker: Path, func: str = "D_stylegan2", **extra: Any) -> Network:
+    settings = dict(
+        resolution=D.img_resolution, num_channels=3, label_size=D.c_dim, fmap_base=CHANNELS["channel_base"] // 2,
+        fmap_max=CHANNELS["channel_max"], mbstd_group_size=4, **extra,
+    )
+    return tf_network("D", func, settings, tensorflow_discriminator_variables(D), marker)
+
+
+def tensorflow_pickle(G: Generator, D: Discriminator, Gs: Generator, marker: Path, **g_settings: Any) -> tuple:
+    """The (G, D, Gs) tuple a StyleGAN2 TensorFlow training run pickles."""
+    settings = tf_generator_settings(Gs, **g_settings)
+    return (
+        tf_generator(G, marker, "G", settings),
+        tf_discriminator(D, marker),
+        tf_generator(Gs, marker, "Gs", settings),
+    )
 
 
 # --- rosinality checkpoints

@@ -1,5 +1,6 @@
 """Checkpoints: NVIDIA pickles, rosinality `.pt` files and our `.safetensors` give the pixels of the networks
-they were written from; bad and malicious files are refused with a specific message and no side effect."""
+they were written from; bad and malicious files are refused with a specific message and no side effect.
+(TensorFlow pickles: test_tensorflow_pkl.py.)"""
 
 from __future__ import annotations
 
@@ -390,13 +391,6 @@ def test_weights_that_do_not_fit(tmp_path, marker):
         "no rosinality generator",
         "model",
     )
-
-
-def test_tensorflow_pickles_are_named(tmp_path, marker):
-    tf = fx.write_pickle(tmp_path / "tf.pkl", fx.tensorflow_pickle(marker))
-    assert "dnnlib.tflib.network.Network" in fx.pickle_globals(tf)
-    refusal(tf, "TensorFlow StyleGAN2 pickle", "legacy.py")
-    assert_nothing_ran(marker)
 
 
 def test_foreign_and_newer_safetensors(tmp_path):

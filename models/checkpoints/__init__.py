@@ -1,8 +1,9 @@
 """Checkpoint formats: one `load_checkpoint` for every file an artist brings, and our own safetensors format.
 
-NVIDIA network pickles are read by a restricted unpickler that never runs code from the file, rosinality
-`.pt` files by torch's weights-only loader, and our `.safetensors` files by safetensors; all of them give the
-same `CheckpointBundle`. Every refusal is a `CheckpointError` naming the file and the reason.
+NVIDIA network pickles (PyTorch, and TensorFlow StyleGAN2) are read by a restricted unpickler that never
+runs code from the file, rosinality `.pt` files by torch's weights-only loader, and our `.safetensors` files
+by safetensors; all of them give the same `CheckpointBundle`. Every refusal is a `CheckpointError` naming
+the file and the reason.
 """
 
 from models.checkpoints.bundle import CheckpointBundle, ModelMeta

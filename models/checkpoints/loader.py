@@ -52,7 +52,8 @@ def detect_format(path: str | os.PathLike[str]) -> str:
             raise CheckpointError(path, reason)
     raise CheckpointError(
         path,
-        "it is not a checkpoint GAN Studio reads (NVIDIA .pkl, rosinality .pt or GAN Studio .safetensors); "
+        "it is not a checkpoint GAN Studio reads (NVIDIA or TensorFlow StyleGAN2 .pkl, rosinality .pt, "
+        "GAN Studio .safetensors); "
         f"it starts with bytes {head[:8].hex(' ')}",
     )
 

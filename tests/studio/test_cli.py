@@ -20,7 +20,14 @@ from studio.engine.library import ModelLibrary
 from studio.engine.recipe import read_recipe
 from studio.engine.session import Session
 from studio.engine.state import RenderState
-from tests.models.pickle_fixtures import make_discriminator, make_generator, nvidia_snapshot, write_pickle
+from tests.models.pickle_fixtures import (
+    make_discriminator,
+    make_generator,
+    nvidia_snapshot,
+    scores,
+    tensorflow_pickle,
+    write_pickle,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,6 +101,36 @@ def test_convert_nvidia_pickle_to_our_format(tmp_path):
     with torch.inference_mode():
         assert torch.equal(converted.G_ema.render(z), G.eval().render(z))
     assert converted.D is not None and converted.meta.source_name == "net.pkl"
+    assert not marker.exists()
+
+
+def test_tensorflow_pickle_through_info_generate_and_convert(tmp_path, studio_home, capsys):
+    G, Gs, D = make_generator(seed=2), make_generator(seed=0), make_discriminator()
+    marker = tmp_path / "marker"
+    pkl = write_pickle(tmp_path / "stylegan2-tiny-config-f.pkl", tensorflow_pickle(G, D, Gs, marker), protocol=3)
+    assert main(["info", str(pkl)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["source_format"], info["resolution"], info["has_G"], info["has_D"]) == (
+        "tensorflow-pkl", 16, True, True,
+    )
+
+    out = tmp_path / "out"
+    args = ["generate", "--model", str(pkl), "--seeds", "3", "--save-npy", "--device", "cpu", "--precision", "fp32"]
+    assert main([*args, "--outdir", str(out)]) == 0
+    with torch.inference_mode():
+        expected = Gs.eval().render(z_from_seed(3, Gs.z_dim), noise_mode="const").numpy()
+    assert np.allclose(np.load(out / "seed0003.npy"), expected, rtol=0, atol=1e-4)
+    assert read_recipe(out / "seed0003.png")["model_name"] == "stylegan2-tiny-config-f"
+
+    converted_path = tmp_path / "tiny.safetensors"
+    assert main(["convert", str(pkl), str(converted_path)]) == 0
+    converted = load_checkpoint(converted_path)
+    assert converted.meta.source_format == "tensorflow-pkl" and converted.meta.source_name == pkl.name
+    z = torch.randn(2, Gs.z_dim)
+    with torch.inference_mode():
+        assert torch.equal(converted.G_ema.render(z), Gs.render(z))
+        assert torch.equal(converted.G.render(z), G.eval().render(z))
+    assert torch.equal(scores(converted.D), scores(D))
     assert not marker.exists()
 
 

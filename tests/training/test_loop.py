@@ -16,6 +16,7 @@ import torch
 
 from models.checkpoints import load_checkpoint
 from models.seeds import z_from_seed
+from tests.models import pickle_fixtures as fx
 from tests.training.conftest import TINY, tiny_config
 from training.cli import _Output, build_parser, config_from_args
 from training.config import PRESETS, ConfigError, TrainConfig
@@ -195,6 +196,22 @@ def test_fine_tuning_a_generator_without_d_warns_and_builds_one(tmp_path, discs_
     warnings = [e["message"] for e in events if e["event"] == "warning"]
     assert any("no discriminator" in w for w in warnings)
     assert load_checkpoint(result["checkpoint"]).D is not None
+
+
+def test_fine_tuning_from_a_tensorflow_pickle_starts_from_its_generator_and_discriminator(tmp_path, discs_folder):
+    G, Gs, D = fx.make_generator(seed=2), fx.make_generator(seed=0), fx.make_discriminator()
+    base = fx.write_pickle(tmp_path / "stylegan2-tiny.pkl", fx.tensorflow_pickle(G, D, Gs, tmp_path / "marker"))
+    config = tiny_config(discs_folder, tmp_path / "run", base=str(base), resolution=None, kimg=0.008, freeze_d=1)
+    events: list[dict] = []
+    tuned = load_checkpoint(train(config, events.append)["checkpoint"])
+    assert not [e for e in events if e["event"] == "warning" and "no discriminator" in e["message"]]
+    # The frozen first D block is the TensorFlow D's, to the bit; the rest of D and G went on training.
+    frozen = zip(D.blocks()[0].state_dict().items(), tuned.D.blocks()[0].state_dict().values(), strict=True)
+    for (name, before), after in frozen:
+        assert torch.equal(before, after), f"the base's frozen D block changed: {name}"
+    assert not torch.equal(D.b4.out.weight, tuned.D.b4.out.weight)
+    assert not torch.equal(G.synthesis.b4.conv1.weight, tuned.G.synthesis.b4.conv1.weight)
+    assert tuned.G.synthesis.b4.conv1.weight.sub(G.synthesis.b4.conv1.weight).abs().max() < 0.1  # from G's, not fresh
 
 
 def test_metrics_are_logged_during_training(tmp_path, discs_folder):

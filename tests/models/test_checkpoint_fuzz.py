@@ -102,6 +102,8 @@ def seeds(tmp_path_factory: pytest.TempPathFactory, marker: Path) -> dict[str, b
         "nvidia.pkl": nvidia(4, views=False),
         "nvidia-proto2-views.pkl": nvidia(2, views=True),
         "malicious.pkl": fx.write_pickle(tmp / "evil.pkl", malicious).read_bytes(),
+        # G and Gs are one object here, pickled once: a TensorFlow pickle with the cost of one generator
+        "tensorflow.pkl": fx.write_pickle(tmp / "tf.pkl", fx.tensorflow_pickle(G_ema, D, G_ema, marker)).read_bytes(),
         "rosinality.pt": _rosinality_snapshot(False, tmp),
         "rosinality-legacy.pt": _rosinality_snapshot(True, tmp),
         "malicious.pt": _rosinality_snapshot(False, tmp, marker),
@@ -252,7 +254,7 @@ def check_case(path: Path, name: str, kind: str, marker: Path) -> None:
 
 
 SEED_NAMES = [
-    "nvidia.pkl", "nvidia-proto2-views.pkl", "malicious.pkl", "rosinality.pt", "rosinality-legacy.pt",
+    "nvidia.pkl", "nvidia-proto2-views.pkl", "malicious.pkl", "tensorflow.pkl", "rosinality.pt", "rosinality-legacy.pt",
     "malicious.pt", "native.safetensors",
 ]  # fmt: skip
 

@@ -223,7 +223,8 @@ class Trainer:
         if self.config.base != "scratch":
             self.emit(
                 "warning",
-                message="the base model has no discriminator: starting a fresh one, so the first kimg are rougher",
+                message="the base model has no discriminator: starting a fresh one, so the first kimg are rougher"
+                + (" (none of its blocks frozen: it has learnt nothing to keep)" if self.config.freeze_d else ""),
             )
         sk = G.init_kwargs["synthesis_kwargs"]
         return Discriminator(
@@ -327,8 +328,12 @@ class Trainer:
         if dataset is None:
             dataset = self.load_dataset(resolution)
         cfg = self._choose_recipe(len(dataset))
+        # A fresh D for a base model without one has nothing learnt to keep: freezing its blocks would only fix
+        # random weights, so --freeze-d applies to a base's own D (and, as asked, from scratch).
+        freeze_d = cfg.freeze_d
         if D is None and cfg.discriminator == "stylegan":
             D = self.new_discriminator(G)
+            freeze_d = freeze_d if cfg.base == "scratch" else 0
         self.model_D = D  # the StyleGAN D that the run's model files hold
         if cfg.discriminator == "projected":  # small: always starts fresh, from the run's seed
             D = ProjectedDiscriminator(cfg.projected_size, seed=cfg.seed)
@@ -338,7 +343,7 @@ class Trainer:
         if self.device.type == "cpu":  # oneDNN convolves (backward above all) faster channels-last: benchmarks/train.py
             for net in (G, D):
                 net.to(memory_format=torch.channels_last)
-        frozen = {id(p) for block in (D.blocks()[: cfg.freeze_d] if cfg.freeze_d else []) for p in block.parameters()}
+        frozen = {id(p) for block in (D.blocks()[:freeze_d] if freeze_d else []) for p in block.parameters()}
         d_trainable = [p for p in D.parameters() if id(p) not in frozen]
         frozen_g = {id(p) for p in G.mapping.parameters()} if cfg.freeze_mapping else set()
         g_trainable = [p for p in G.parameters() if id(p) not in frozen_g]

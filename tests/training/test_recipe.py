@@ -100,3 +100,14 @@ def test_auto_resolves_from_the_prepared_dataset_records_it_and_freezes_the_mapp
     for (name, before), after in zip(base.G.mapping.named_parameters(), tuned.G.mapping.parameters(), strict=True):
         assert torch.equal(before, after), f"frozen mapping weight changed: {name}"
     assert not torch.equal(base.G.synthesis.b4.conv1.weight, tuned.G.synthesis.b4.conv1.weight)
+
+
+def test_a_fresh_d_for_a_generator_only_base_is_not_frozen(tmp_path, discs_folder, tiny_generator_file):
+    """The few-image recipe freezes D's first blocks; a base without D gets a fresh one, whose random blocks
+    are trained, not kept."""
+    config = tiny_config(discs_folder, tmp_path / "run", base=str(tiny_generator_file), resolution=None,
+                         kimg=0.008, preset=AUTO_PRESET)
+    events: list[dict] = []
+    result = train(config, events.append)
+    assert resume_config(tmp_path / "run").freeze_d == 2 and result["status"] == "completed"
+    assert any("none of its blocks frozen" in e["message"] for e in events if e["event"] == "warning")

@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from training.config import PRESETS, ConfigError, TrainConfig
+from training.config import AUTO_PRESET, PRESET_FIELDS, PRESETS, ConfigError, TrainConfig
 
 # CLI flag → config field, for the options artists reach for; `--set key=value` covers the rest.
 _FLAGS: list[tuple[str, type, str]] = [
@@ -62,8 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--preset",
-        choices=sorted(PRESETS),
-        help="a bundle of defaults (finetune is used with --base; finetune-fast: projected D, DiffAugment, hinge loss)",
+        choices=[AUTO_PRESET, *sorted(PRESETS)],
+        default=AUTO_PRESET,
+        help="a bundle of defaults; auto (the default) chooses once the dataset's size is known: scratch from "
+        "scratch, finetune-few under 100 images, else the fine-tune recipe measured best (finetune-fast: "
+        "projected D, DiffAugment, hinge loss)",
     )
     parser.add_argument("--mirror", action="store_true", help="add left-right mirrored copies of the images")
     parser.add_argument("--events", choices=["jsonl"], help="print one JSON event per line instead of a progress bar")
@@ -82,24 +85,25 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if not args.data or not args.out:
         raise ConfigError("--data and --out are required (or --resume RUN_DIR)")
-    base = args.base or "scratch"
-    preset = args.preset or ("scratch" if base == "scratch" else "finetune")
-    values: dict[str, Any] = {
-        "data": args.data,
-        "out": args.out,
-        "base": base,
-        "mirror": args.mirror,
-        **PRESETS[preset],
-    }
+    explicit: dict[str, Any] = {}
     for flag, _, _ in _FLAGS:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
-            values[flag[2:].replace("-", "_")] = value
+            explicit[flag[2:].replace("-", "_")] = value
     if args.minutes is not None:
         if args.kimg is not None:
             raise ConfigError("give the length as --kimg or as --minutes, not both")
-        values["time_budget_s"] = args.minutes * 60
-    config = TrainConfig.from_dict({**values, **parse_overrides(args.set)})
+        explicit["time_budget_s"] = args.minutes * 60
+    explicit.update(parse_overrides(args.set))
+    if "preset" in explicit:  # a preset brings its values: only --preset applies them
+        raise ConfigError(f"choose the preset with --preset {explicit['preset']}, not --set preset=…")
+    values: dict[str, Any] = {"data": args.data, "out": args.out, "base": args.base or "scratch", "mirror": args.mirror}
+    if args.preset == AUTO_PRESET:  # chosen by the run once it has read its dataset (training.config.resolve_preset)
+        overrides = {key: explicit[key] for key in PRESET_FIELDS if key in explicit}
+        values.update(preset=AUTO_PRESET, preset_overrides=overrides)
+    else:
+        values.update(PRESETS[args.preset], preset=args.preset)
+    config = TrainConfig.from_dict({**values, **explicit})
     config.validate()
     return config
 
@@ -145,6 +149,9 @@ class _Output:
                 + (" · measuring its speed first" if event["kimg"] is None else ""),
                 file=sys.stderr,
             )
+            if event.get("preset"):
+                reason = f" ({event['preset_reason']})" if event.get("preset_reason") else ""
+                print(f"recipe: {event['preset']}{reason}", file=sys.stderr)
         elif kind == "budget" and self.bar is not None:
             self.bar.total = event["total_kimg"]
             print(f"\n{event['message']}", file=sys.stderr)

@@ -19,6 +19,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     "scratch": {},
     "finetune": {"g_lr": 0.002, "d_lr": 0.002, "ada_kimg": 100, "ema_rampup": None},
     "finetune-gentle": {"g_lr": 0.001, "d_lr": 0.001, "ada_kimg": 100, "ema_rampup": None, "freeze_d": 2},
+    # Very few images: gentle, and G's mapping network frozen too, so the base's latent space keeps its layout
+    # while the synthesis layers adapt (less for D to memorise, less for G to collapse onto). A heuristic.
+    "finetune-few": {
+        "g_lr": 0.001,
+        "d_lr": 0.001,
+        "ada_kimg": 100,
+        "ema_rampup": None,
+        "freeze_d": 2,
+        "freeze_mapping": True,
+    },
     # A projected discriminator (training/projected.py) with DiffAugment and the hinge loss, no R1 nor
     # path-length regularisation, and a short EMA so that the few kimg of a quick fine-tune show. D's rate is
     # the paper's: on Noto (benchmarks/quality.py) it was as good as 0.002 after 6 CPU-minutes, better early.
@@ -33,6 +43,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ema_rampup": None,
     },
 }
+AUTO_PRESET = "auto"  # the preset chosen by `recommend_recipe` once the run knows its dataset's size
+# The fields the presets set: with the auto preset, the ones given explicitly are kept over the chosen preset's.
+PRESET_FIELDS = sorted({key for values in PRESETS.values() for key in values})
+# Fine-tunes below this many images get the few-image recipe.
+FEW_IMAGES = 100
+# The fine-tune recipe for 100 images and more: "finetune" or "finetune-fast", whichever benchmarks/quality.py
+# measures better. "finetune" until that measurement says otherwise (see the README's figures).
+DEFAULT_FINETUNE_RECIPE = "finetune"
 DISCRIMINATORS = ("stylegan", "projected")
 PROJECTED_SIZES = (64, 128, 256, 512)  # the projected discriminator's input sizes: its scales are size/4 … size/32
 GAN_LOSSES = ("logistic", "hinge")
@@ -86,6 +104,7 @@ class TrainConfig:
     diffaug_policy: str = "color,translation,cutout"
     mirror: bool = False
     freeze_d: int = 0
+    freeze_mapping: bool = False  # G's mapping network keeps the base's weights (fine-tuning on very few images)
     # Dataset import when `data` is not yet a prepared dataset.
     crop: str = "crop"
     alpha_background: str = "#ffffff"
@@ -100,6 +119,11 @@ class TrainConfig:
     metrics_kimg: float = 0.0
     metrics_n: int = 500
     progress_interval_s: float = 1.0
+    # The preset the run's values came from (a PRESETS name), why, and, while it is still AUTO_PRESET, the
+    # explicitly given values of PRESET_FIELDS that win over the one `resolve_preset` will choose.
+    preset: str | None = None
+    preset_reason: str | None = None
+    preset_overrides: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -150,6 +174,12 @@ class TrainConfig:
         need(0 <= self.ada_target <= 1, f"--ada-target must be within 0…1, not {self.ada_target}")
         need(self.ada_kimg > 0, f"--ada-kimg must be positive, not {self.ada_kimg}")
         need(self.freeze_d >= 0, f"--freeze-d must be non-negative, not {self.freeze_d}")
+        need(
+            self.preset is None or self.preset == AUTO_PRESET or self.preset in PRESETS,
+            f"--preset must be {AUTO_PRESET} or one of {', '.join(PRESETS)}, not {self.preset!r}",
+        )
+        unknown = sorted(set(self.preset_overrides) - set(PRESET_FIELDS))
+        need(not unknown, f"preset_overrides holds fields no preset sets: {', '.join(unknown)}")
         need(self.crop in ("crop", "pad", "stretch"), f"--crop must be crop, pad or stretch, not {self.crop!r}")
         need(
             self.precision in ("auto", "fp32", "bf16", "fp16"),
@@ -214,6 +244,51 @@ class TrainConfig:
             return cls.from_dict(json.loads(path.read_text()))
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"cannot read the run's configuration {path}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A preset `recommend_recipe` chose, and why, in one line."""
+
+    preset: str
+    reason: str
+
+
+def recommend_recipe(base_is_scratch: bool, dataset_images: int, device_type: str, budget_s: float | None) -> Recipe:
+    """The preset for a run, from what is known when it starts. The whole rule table:
+
+    - from scratch: "scratch" (StyleGAN2-ADA's recipe);
+    - a fine-tune on fewer than FEW_IMAGES images: "finetune-few" (lower rates, D's first two blocks and G's
+      mapping network frozen, ADA): with that few, a free D memorises them and G collapses onto them;
+    - any other fine-tune: DEFAULT_FINETUNE_RECIPE, the one benchmarks/quality.py measures better.
+
+    The device and the time budget do not change the choice yet: nothing measured says they should (the quality
+    benchmark compares the recipes at equal CPU time); they are the inputs such a rule would read.
+    """
+    if base_is_scratch:
+        return Recipe("scratch", "a run from scratch")
+    if dataset_images < FEW_IMAGES:
+        why = f"{dataset_images} images, fewer than {FEW_IMAGES}: a free discriminator would memorise them"
+        return Recipe("finetune-few", why)
+    return Recipe(DEFAULT_FINETUNE_RECIPE, f"{dataset_images} images, {FEW_IMAGES} or more")
+
+
+def resolve_preset(config: TrainConfig, dataset_images: int, device_type: str) -> TrainConfig:
+    """`config` with an AUTO_PRESET replaced by the chosen preset's values (explicit values kept); others as is."""
+    if config.preset != AUTO_PRESET:
+        return config
+    recipe = recommend_recipe(config.base == "scratch", dataset_images, device_type, config.time_budget_s)
+    resolved = TrainConfig.from_dict(
+        {
+            **config.to_dict(),
+            **PRESETS[recipe.preset],
+            **config.preset_overrides,
+            "preset": recipe.preset,
+            "preset_reason": recipe.reason,
+        }
+    )
+    resolved.validate()
+    return resolved
 
 
 @dataclass(frozen=True)

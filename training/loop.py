@@ -27,7 +27,7 @@ from models.device import autocast, describe, select_device, select_precision
 from models.seeds import z_from_seed
 from models.stylegan2 import Discriminator, Generator
 from training.augment import AdaController, build_augment
-from training.config import ConfigError, TrainConfig, auto_width
+from training.config import ConfigError, TrainConfig, auto_width, resolve_preset
 from training.dataset import PreparedDataset, prepare_dataset
 from training.loss import (
     GeneratorForTraining,
@@ -92,6 +92,7 @@ class _Parts:
     ddp_G: nn.Module
     ddp_D: nn.Module
     D: Discriminator | ProjectedDiscriminator
+    g_trainable: list[torch.nn.Parameter]  # all of G's but a frozen mapping network's
     d_trainable: list[torch.nn.Parameter]
     augment: nn.Module
     ada: AdaController | None
@@ -185,8 +186,8 @@ class Trainer:
         Not the base's augmentation strength: a fine-tune starts ADA at p = 0, as NVIDIA's does, and lets it
         rise as far as the new (usually small) dataset needs.
 
-        D is the StyleGAN discriminator: the base's, or a fresh one when training it; with the projected
-        discriminator it is only the base's, kept in the run's model files untouched (or None).
+        D is the base's StyleGAN discriminator, None from scratch or when the base has none: the recipe, chosen
+        once the dataset is read, decides whether a fresh one is needed (`new_discriminator`).
         """
         cfg = self.config
         if cfg.base == "scratch":
@@ -204,18 +205,7 @@ class Trainer:
                 ),
             )
             G = Generator(**g_kwargs)
-            G_ema = copy.deepcopy(G)
-            D = None
-            if cfg.discriminator == "stylegan":
-                D = Discriminator(
-                    0,
-                    cfg.resolution,
-                    3,
-                    channel_base=cfg.channel_base,
-                    channel_max=cfg.channel_max,
-                    conv_clamp=cfg.conv_clamp,
-                )
-            return G, D, G_ema, cfg.resolution
+            return G, None, copy.deepcopy(G), cfg.resolution
         bundle = load_checkpoint(cfg.base)
         if cfg.resolution is not None and cfg.resolution != bundle.meta.resolution:
             raise ConfigError(
@@ -226,22 +216,25 @@ class Trainer:
             raise ConfigError("conditional (class-labelled) base models cannot be fine-tuned on unlabelled images yet")
         G_ema = bundle.G_ema
         G = copy.deepcopy(bundle.G if bundle.G is not None else bundle.G_ema)
-        D = bundle.D
-        if D is None and cfg.discriminator == "stylegan":
+        return G, bundle.D, G_ema, bundle.meta.resolution
+
+    def new_discriminator(self, G: Generator) -> Discriminator:
+        """A fresh StyleGAN discriminator as wide as G: from scratch, or for a base model that has none."""
+        if self.config.base != "scratch":
             self.emit(
                 "warning",
-                message="the base model has no discriminator: starting a fresh one, so the first kimg are rougher",
+                message="the base model has no discriminator: starting a fresh one, so the first kimg are rougher"
+                + (" (none of its blocks frozen: it has learnt nothing to keep)" if self.config.freeze_d else ""),
             )
-            sk = G.init_kwargs["synthesis_kwargs"]
-            D = Discriminator(
-                0,
-                G.img_resolution,
-                G.img_channels,
-                channel_base=sk.get("channel_base", 32768),
-                channel_max=sk.get("channel_max", 512),
-                conv_clamp=sk.get("conv_clamp"),
-            )
-        return G, D, G_ema, bundle.meta.resolution
+        sk = G.init_kwargs["synthesis_kwargs"]
+        return Discriminator(
+            0,
+            G.img_resolution,
+            G.img_channels,
+            channel_base=sk.get("channel_base", 32768),
+            channel_max=sk.get("channel_max", 512),
+            conv_clamp=sk.get("conv_clamp"),
+        )
 
     def _choose_width(self, dataset_size: int) -> TrainConfig:
         """Fill in the network sizes left to be chosen (`auto_width`) and record them, so a resumed run (on
@@ -250,6 +243,15 @@ class Trainer:
         width = auto_width(cfg.resolution, dataset_size, self.device.type)
         if cfg.with_width(width) != cfg:
             self.config = cfg.with_width(width)
+            self._on_rank0(lambda: self.config.dump(self.run.config_path))
+        return self.config
+
+    def _choose_recipe(self, dataset_size: int) -> TrainConfig:
+        """Resolve an auto preset from the dataset's size (`recommend_recipe`) and record it, so a resumed run
+        (on any device) keeps the recipe it started with."""
+        cfg = resolve_preset(self.config, dataset_size, self.device.type)
+        if cfg != self.config:
+            self.config = cfg
             self._on_rank0(lambda: self.config.dump(self.run.config_path))
         return self.config
 
@@ -323,19 +325,28 @@ class Trainer:
             dataset = self.load_dataset(cfg.resolution)
             cfg = self._choose_width(len(dataset))
         G, D, G_ema, resolution = self.load_base()
+        if dataset is None:
+            dataset = self.load_dataset(resolution)
+        cfg = self._choose_recipe(len(dataset))
+        # A fresh D for a base model without one has nothing learnt to keep: freezing its blocks would only fix
+        # random weights, so --freeze-d applies to a base's own D (and, as asked, from scratch).
+        freeze_d = cfg.freeze_d
+        if D is None and cfg.discriminator == "stylegan":
+            D = self.new_discriminator(G)
+            freeze_d = freeze_d if cfg.base == "scratch" else 0
         self.model_D = D  # the StyleGAN D that the run's model files hold
         if cfg.discriminator == "projected":  # small: always starts fresh, from the run's seed
             D = ProjectedDiscriminator(cfg.projected_size, seed=cfg.seed)
-        if dataset is None:
-            dataset = self.load_dataset(resolution)
         for net in (G, D, G_ema):
             net.train().requires_grad_(False).to(self.device)
         G_ema.eval()
         if self.device.type == "cpu":  # oneDNN convolves (backward above all) faster channels-last: benchmarks/train.py
             for net in (G, D):
                 net.to(memory_format=torch.channels_last)
-        frozen = {id(p) for block in (D.blocks()[: cfg.freeze_d] if cfg.freeze_d else []) for p in block.parameters()}
+        frozen = {id(p) for block in (D.blocks()[:freeze_d] if freeze_d else []) for p in block.parameters()}
         d_trainable = [p for p in D.parameters() if id(p) not in frozen]
+        frozen_g = {id(p) for p in G.mapping.parameters()} if cfg.freeze_mapping else set()
+        g_trainable = [p for p in G.parameters() if id(p) not in frozen_g]
 
         augment = build_augment(cfg.aug, preset=cfg.ada_preset, p=0.0, policy=cfg.diffaug_policy).to(self.device)
         ada = AdaController(target=cfg.ada_target, adjust_kimg=cfg.ada_kimg) if cfg.aug == "ada" else None
@@ -343,7 +354,7 @@ class Trainer:
         r1_gamma = cfg.resolved_r1_gamma(resolution)
         g_lr, g_betas = lazy_adam_hparams(cfg.g_lr, cfg.pl_interval) if cfg.pl_weight > 0 else (cfg.g_lr, (0.0, 0.99))
         d_lr, d_betas = lazy_adam_hparams(cfg.d_lr, cfg.r1_interval) if r1_gamma > 0 else (cfg.d_lr, (0.0, 0.99))
-        opt_G = torch.optim.Adam(G.parameters(), lr=g_lr, betas=g_betas, eps=1e-8)
+        opt_G = torch.optim.Adam(g_trainable, lr=g_lr, betas=g_betas, eps=1e-8)
         opt_D = torch.optim.Adam(d_trainable, lr=d_lr, betas=d_betas, eps=1e-8)
         pl = PathLengthPenalty()
         self.guard = StepGuard(self.device, self.dtype)
@@ -357,8 +368,7 @@ class Trainer:
         if self.world > 1:
             # DDP registers the parameters that require grad when it wraps; they are toggled per phase later.
             ids = [self.device.index] if self.device.type == "cuda" else None
-            G.requires_grad_(True)
-            for p in d_trainable:
+            for p in g_trainable + d_trainable:
                 p.requires_grad_(True)
             ddp_G = nn.parallel.DistributedDataParallel(G_train, device_ids=ids, broadcast_buffers=False)
             ddp_D = nn.parallel.DistributedDataParallel(D, device_ids=ids, broadcast_buffers=False)
@@ -372,7 +382,7 @@ class Trainer:
         if batch_local % micro:
             raise ConfigError(f"--batch-gpu {micro} must divide the per-process batch {batch_local}")
         rounds = batch_local // micro
-        parts = _Parts(G_train, ddp_G, ddp_D, D, d_trainable, augment, ada, opt_G, opt_D, pl)
+        parts = _Parts(G_train, ddp_G, ddp_D, D, g_trainable, d_trainable, augment, ada, opt_G, opt_D, pl)
         sampler = InfiniteSampler(len(dataset), cfg.seed, self.rank, self.world, start=step * cfg.batch)
         data_iter = iter(sampler)
         warm_up = SpeedWarmUp(cfg.time_budget_s, self.start_time, cur_nimg) if cfg.length_unknown() else None
@@ -393,6 +403,8 @@ class Trainer:
             resumed=self.resume,
             r1_gamma=r1_gamma,
             discriminator=cfg.discriminator,
+            preset=cfg.preset,
+            preset_reason=cfg.preset_reason,
         )
         if len(dataset) < 1000:
             self.emit(
@@ -540,7 +552,8 @@ class Trainer:
 
         # Generator: main loss, and path-length regularisation every pl_interval steps. Gradients of all
         # passes accumulate locally; DDP averages them across ranks on the last backward only.
-        G.requires_grad_(True)
+        for p in parts.g_trainable:
+            p.requires_grad_(True)
         opt_G.zero_grad(set_to_none=True)
         do_pl = cfg.pl_weight > 0 and step % cfg.pl_interval == 0
         passes = ["main"] * rounds + (["pl"] * rounds if do_pl else [])

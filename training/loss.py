@@ -29,6 +29,8 @@ class GeneratorForTraining(nn.Module):
             mixed = self.G.mapping(torch.randn_like(z), c)
             keep = (torch.arange(num_ws) < cutoff).to(ws.device)[None, :, None]
             ws = torch.where(keep, ws, mixed)
+        if torch.is_grad_enabled() and not ws.requires_grad:  # a frozen mapping network: path-length
+            ws = ws.detach().requires_grad_(True)  # regularisation still differentiates the image by ws
         img = self.G.synthesis(ws, noise_mode="random")
         return img, ws
 

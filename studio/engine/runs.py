@@ -47,7 +47,7 @@ __all__ = [
 # measures its speed and turns the time into kimg (`time_budget_s` in training/config.py).
 PRESETS: dict[str, float] = {"About 10 minutes": 600.0, "About an hour": 3600.0, "Overnight (8 h)": 8 * 3600.0}
 DIED_EARLY = "the training process ended before its first checkpoint (killed, crashed or out of memory)"
-_FIXED_FLAGS = {"data": "--data", "out": "--out", "base": "--base"}
+_FIXED_FLAGS = {"data": "--data", "out": "--out", "base": "--base", "preset": "--preset"}
 
 
 def cpu_training_precision(choice: str) -> str:
@@ -111,9 +111,9 @@ def training_launcher() -> list[str]:
 
 
 def train_command(options: Mapping[str, Any]) -> list[str]:
-    """`python -m training --data … --out … --base … --set key=value… --events jsonl` for `options`.
+    """`python -m training --data … --out … --base … --preset … --set key=value… --events jsonl` for `options`.
 
-    Every option except data/out/base goes through `--set`, which takes any TrainConfig field as JSON, so the
+    Every option except data/out/base/preset goes through `--set`, which takes any TrainConfig field as JSON, so the
     command can express everything the panel can."""
     validate_options(options)
     command = training_launcher()

@@ -180,7 +180,7 @@ def test_a_fresh_profile_starts_from_the_open_model_once_a_dataset_is_saved(
     window.controller.open_model(other)
     qtbot.waitUntil(lambda: opened(window) == "other", timeout=RUN_MS)
     settle(qtbot, window)
-    assert panel.base.currentData() == SCRATCH and panel.lr.value() == 0.0025
+    assert panel.base.currentData() == SCRATCH and panel.g_lr.value() == 0.0025
     assert panel.start_button.isEnabled()
 
 
@@ -245,7 +245,7 @@ def test_advanced_options_reach_the_training_command(qtbot, window, tmp_path):
     name = blobs(window, tmp_path)
     panel.select(base=window.controller.entry.id, dataset=name)
     panel.advanced_toggle.click()
-    assert panel.advanced.isVisible() and panel.lr.value() == 0.002  # the fine-tuning preset's rate
+    assert panel.advanced.isVisible() and panel.g_lr.value() == 0.001  # the few-image recipe's rate
     assert [panel.preset.itemText(i) for i in range(panel.preset.count())][:3] == list(PRESETS)
     assert panel.build_options()["time_budget_s"] == 3600  # about an hour, measured on this machine
     panel.preset.setCurrentIndex(0)
@@ -253,7 +253,8 @@ def test_advanced_options_reach_the_training_command(qtbot, window, tmp_path):
     panel.preset.setCurrentIndex(panel.preset.findData(CUSTOM_LENGTH))  # a length in kimg, in Advanced
     assert panel.custom_kimg.isEnabled() and panel.advanced_toggle.isChecked()
     panel.custom_kimg.setValue(20)
-    panel.lr.setValue(0.001)
+    panel.g_lr.setValue(0.0015)
+    panel.d_lr.setValue(0.0005)
     panel.batch.setValue(4)
     panel.aug.setCurrentIndex(panel.aug.findData("diffaug"))
     panel.freeze_d.setValue(2)
@@ -263,7 +264,7 @@ def test_advanced_options_reach_the_training_command(qtbot, window, tmp_path):
     panel.quality_every.setValue(5)
     command = train_command(panel.build_options())
     config = config_from_args(build_parser().parse_args(command[3:]))
-    assert (config.kimg, config.g_lr, config.d_lr, config.time_budget_s) == (20.0, 0.001, 0.001, None)
+    assert (config.kimg, config.g_lr, config.d_lr, config.time_budget_s) == (20.0, 0.0015, 0.0005, None)
     assert (config.batch, config.aug) == (4, "diffaug")
     assert (config.freeze_d, config.r1_gamma, config.precision, config.device) == (2, 0.5, "fp32", "cpu")
     assert config.base == str(window.controller.entry.path) and config.metrics_kimg == 5

@@ -7,7 +7,9 @@ panel knows only its JSON events and its run folder, so a crash in training neve
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +54,12 @@ from studio.engine.runs import (
     train_command,
 )
 from studio.ui.controller import StudioController
+from studio.ui.panels.train_recipe import RecipeChoice
 from studio.ui.panels.train_width import WidthChoice
 from studio.ui.widgets.charts import LineChart
 from studio.ui.workers import TaskRunner
+from training.config import PRESETS as RECIPE_VALUES
+from training.config import TrainConfig
 
 SCRATCH = "scratch"
 CUSTOM_LENGTH = "custom"  # the Length choice that takes kimg from Advanced instead of a time budget
@@ -63,6 +68,15 @@ LEAKING_P = 0.8
 RESOLUTION_RATIO = 2  # base and dataset this many times apart: the dataset gets resampled a lot
 STDERR_TAIL = 4000
 RUN_LABELS = {"stopped": "paused"}  # run statuses as the past-runs list words them, where they differ
+# The Advanced options a recipe sets: they show its values, and follow a change of recipe until the artist edits
+# them (an edit wins over every recipe).
+RECIPE_FIELDS = ("g_lr", "d_lr", "aug", "freeze_d")
+
+
+def recipe_values(preset: str) -> dict[str, Any]:
+    """The values of RECIPE_FIELDS a run of `preset` gets: the preset's own, else TrainConfig's defaults."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name in RECIPE_FIELDS}
+    return {**defaults, **{k: v for k, v in RECIPE_VALUES[preset].items() if k in RECIPE_FIELDS}}
 
 
 def duration(seconds: float | None) -> str:
@@ -101,7 +115,7 @@ class TrainPanel(QWidget):
         self._choice_notes: list[str] = []  # warnings about the choices, until a run starts
         self._run_notes: list[str] = []  # warnings of the run on show (its own, and augment p)
         self._base_pick: str | None = None  # the base the artist chose; until then it follows Explore's model
-        self._scratch_rates: bool | None = None  # whether the learning rate shown is the from-scratch one
+        self._edited: set[str] = set()  # RECIPE_FIELDS the artist changed: they no longer follow the recipe
         self.sample_image = QImage()
 
         # The content scrolls when the dock is shorter than it needs (a wrapped warning, five charts), instead
@@ -149,10 +163,11 @@ class TrainPanel(QWidget):
             self.preset.addItem(name, seconds)
         self.preset.addItem("Custom (kimg, in Advanced)", CUSTOM_LENGTH)
         self.preset.setCurrentIndex(1)
-        self.preset.setToolTip(
+        self._length_tip = (
             "Time on this machine: the run measures its speed over its first seconds, then fixes its length in "
             "kimg (thousands of images shown to the discriminator)"
         )
+        self.preset.setToolTip(self._length_tip)
         self.preset.currentIndexChanged.connect(lambda _i: self._length_changed())
         self.custom_kimg = QDoubleSpinBox(decimals=1, minimum=0.1, maximum=100_000, value=100, suffix=" kimg")
         self.custom_kimg.setEnabled(False)
@@ -163,8 +178,15 @@ class TrainPanel(QWidget):
         self.advanced = QWidget()
         self.advanced_toggle.toggled.connect(self._toggle_advanced)
 
-        self.lr = QDoubleSpinBox(decimals=4, minimum=0.0001, maximum=0.05, singleStep=0.0005)
+        self.g_lr = QDoubleSpinBox(decimals=4, minimum=0.0001, maximum=0.05, singleStep=0.0005, prefix="G ")
+        self.d_lr = QDoubleSpinBox(decimals=4, minimum=0.0001, maximum=0.05, singleStep=0.0005, prefix="D ")
+        rates = QWidget()
+        rates_row = QHBoxLayout(rates)
+        rates_row.setContentsMargins(0, 0, 0, 0)
+        rates_row.addWidget(self.g_lr)
+        rates_row.addWidget(self.d_lr)
         self.batch = QSpinBox(minimum=1, maximum=256, value=16)
+        self.batch.valueChanged.connect(lambda _v: self._update_lengths())
         self.aug = QComboBox()
         for value, text in (("ada", "ADA (adaptive)"), ("diffaug", "DiffAugment"), ("none", "None")):
             self.aug.addItem(text, value)
@@ -186,17 +208,26 @@ class TrainPanel(QWidget):
         form.setContentsMargins(12, 0, 0, 0)
         for label, widget in (
             ("Custom length", self.custom_kimg),
-            ("Learning rate", self.lr), ("Batch", self.batch), ("Augmentation", self.aug),
+            ("Learning rates", rates), ("Batch", self.batch), ("Augmentation", self.aug),
             ("ADA target", self.ada_target), ("Freeze D blocks", self.freeze_d), ("R1 gamma", self.r1_gamma),
             ("Quality check every", self.quality_every), ("Precision", self.precision), ("Device", self.device),
         ):
             form.addRow(label, widget)
         self.advanced.setVisible(False)
+        for name, signal in (
+            ("g_lr", self.g_lr.valueChanged), ("d_lr", self.d_lr.valueChanged),
+            ("aug", self.aug.currentIndexChanged), ("freeze_d", self.freeze_d.valueChanged),
+        ):  # the recipe sets them with signals blocked: a signal is the artist's edit
+            signal.connect(lambda _value, name=name: self._edited.add(name))
 
         box = QGroupBox("New run")
         form = QFormLayout(box)
         form.addRow("Start from", self.base)
         form.addRow("Dataset", self.dataset)
+        self.recipe = RecipeChoice()
+        self.recipe.combo.currentIndexChanged.connect(lambda _i: self._choices_changed())
+        form.addRow("Recipe", self.recipe.combo)
+        form.addRow("", self.recipe.note)
         form.addRow("Length", self.preset)
         self.width_choice = WidthChoice()  # from scratch only
         self.width_choice.combo.currentIndexChanged.connect(lambda _i: self._choices_changed())
@@ -322,7 +353,7 @@ class TrainPanel(QWidget):
         candidates = (self._base_pick, opened, bundled, SCRATCH)
         self.base.setCurrentIndex(next(i for i in map(self.base.findData, candidates) if i >= 0))
         self.base.blockSignals(False)
-        self._base_changed()
+        self._choices_changed()
 
     def refresh_datasets(self) -> None:
         chosen = self.dataset.currentText()
@@ -344,13 +375,6 @@ class TrainPanel(QWidget):
 
     def _base_picked(self) -> None:
         self._base_pick = self.base.currentData()
-        self._base_changed()
-
-    def _base_changed(self) -> None:
-        scratch = self.base.currentData() == SCRATCH
-        if scratch != self._scratch_rates:  # the CLI presets' rates; kept while the kind of start stays
-            self._scratch_rates = scratch
-            self.lr.setValue(0.0025 if scratch else 0.002)
         self._choices_changed()
 
     def _length_changed(self) -> None:
@@ -361,7 +385,9 @@ class TrainPanel(QWidget):
         self._choices_changed()
 
     def _choices_changed(self) -> None:
+        self._update_recipe()
         self._update_width()
+        self._update_lengths()
         self.update_warnings()
         self._update_buttons()
 
@@ -371,23 +397,88 @@ class TrainPanel(QWidget):
             return None
         return int(self.library.get(base).meta.get("resolution", 0)) or None
 
-    def _device_type(self) -> str:
+    def _device_type(self, choice: str | None = None) -> str:
+        """The kind of device `choice` (default: the one chosen in Advanced) trains on here."""
+        choice = choice or self.device.currentText()
         try:
-            return select_device(self.device.currentText()).type
+            return select_device(choice).type
         except ValueError:  # asked for a device this machine lacks: the run will say so
-            return self.device.currentText().split(":")[0]
+            return choice.split(":")[0]
 
     @staticmethod
     def _images(info: Any) -> int:
         """The images a run sees: mirrored datasets count twice, as in training."""
         return info.count * (2 if info.xflip else 1)
 
+    def _dataset_info(self) -> Any:
+        """The chosen saved dataset, or None (none chosen, or it is gone)."""
+        try:
+            return self.datasets.get(self.dataset.currentText()) if self.dataset.currentText() else None
+        except DatasetError:
+            return None
+
+    def _update_recipe(self) -> None:
+        """Auto's pick for the start, dataset and device; the Advanced options the artist left follow the recipe."""
+        info = self._dataset_info()
+        length = self.preset.currentData()
+        self.recipe.update(
+            self.base.currentData() == SCRATCH,
+            None if info is None else self._images(info),
+            self._device_type(),
+            None if length == CUSTOM_LENGTH else float(length),
+        )
+        values = recipe_values(self.recipe.preset())
+        for widget in (self.g_lr, self.d_lr, self.aug, self.freeze_d):
+            widget.blockSignals(True)
+        if "g_lr" not in self._edited:
+            self.g_lr.setValue(values["g_lr"])
+        if "d_lr" not in self._edited:
+            self.d_lr.setValue(values["d_lr"])
+        if "aug" not in self._edited:
+            self.aug.setCurrentIndex(self.aug.findData(values["aug"]))
+        if "freeze_d" not in self._edited:
+            self.freeze_d.setValue(values["freeze_d"])
+        for widget in (self.g_lr, self.d_lr, self.aug, self.freeze_d):
+            widget.blockSignals(False)
+
+    def _speed_setup(self, config: Mapping[str, Any]) -> tuple[Any, ...]:
+        """What a run's speed depends on, from its options: the start, the recipe, the batch and the device (from
+        scratch also the resolution and width)."""
+        scratch = config.get("base") == SCRATCH
+        return (
+            config.get("base"), config.get("preset"), config.get("batch"), self._device_type(config.get("device")),
+            config.get("resolution") if scratch else None, config.get("channel_max") if scratch else None,
+        )
+
+    def _known_speed(self) -> float | None:
+        """Images/s measured by the newest past run of the set-up chosen now, on this machine; None if none."""
+        info = self._dataset_info()
+        base = self.base.currentData()
+        if info is None or base is None:
+            return None
+        chosen = {"base": SCRATCH if base == SCRATCH else str(self.library.get(base).path),
+                  "preset": self.recipe.preset(), "batch": self.batch.value(), "device": self.device.currentText()}
+        if base == SCRATCH:
+            width = self.width_choice.width(info.resolution, self._images(info), self._device_type())
+            chosen.update(resolution=info.resolution, channel_max=width.channel_max)
+        for run in (self.runs.itemData(i) for i in range(self.runs.count())):
+            speed = run.config.get("measured_images_per_s")
+            if speed and self._speed_setup(run.config) == self._speed_setup(chosen):
+                return float(speed)
+        return None
+
+    def _update_lengths(self) -> None:
+        """The time budgets, with the kimg each holds here when a past run of this set-up measured its speed."""
+        speed = self._known_speed()
+        for index, (name, seconds) in enumerate(PRESETS.items()):
+            known = f" (~{format_kimg(speed * seconds / 1000)} kimg here)" if speed else ""
+            self.preset.setItemText(index, name + known)
+        self.preset.setToolTip(self._length_tip + (
+            f"\nA past run of this set-up measured {speed:.1f} images/s here." if speed else ""))
+
     def _update_width(self) -> None:
         """Show the width choice for a from-scratch run, with what it costs on the chosen device."""
-        try:
-            info = self.datasets.get(self.dataset.currentText()) if self.dataset.currentText() else None
-        except DatasetError:
-            info = None
+        info = self._dataset_info()
         scratch = self.base.currentData() == SCRATCH and info is not None
         form = self.width_choice.combo.parentWidget().layout()
         for row in (self.width_choice.combo, self.width_choice.note):
@@ -400,13 +491,10 @@ class TrainPanel(QWidget):
 
     def update_warnings(self) -> None:
         notes = []
-        try:
-            info = self.datasets.get(self.dataset.currentText()) if self.dataset.currentText() else None
-        except DatasetError:
-            info = None
+        info = self._dataset_info()
         if info is not None:
             if info.count < SMALL_DATASET:
-                notes.append(f"Small dataset ({info.count} images): expect overfitting; keep ADA on.")
+                notes.append(f"Small dataset ({info.count} images): expect overfitting; keep augmentation on.")
             base_resolution = self._base_resolution()
             if base_resolution and max(base_resolution, info.resolution) >= RESOLUTION_RATIO * min(
                 base_resolution, info.resolution
@@ -428,17 +516,22 @@ class TrainPanel(QWidget):
         return list(self._run_notes or self._choice_notes)
 
     def build_options(self) -> dict[str, Any]:
-        """The run's TrainConfig fields from the panel's choices, then `overrides`."""
+        """The run's TrainConfig fields from the panel's choices: the recipe's, the Advanced options (which show the
+        recipe's values unless edited), then `overrides`."""
         name = self.dataset.currentText()
         if not name:
             raise DatasetError("choose a dataset (save one in the Dataset panel first)")
         info = self.datasets.get(name)
         base = self.base.currentData()
+        preset = self.recipe.preset()
         options: dict[str, Any] = {
+            **RECIPE_VALUES[preset],
+            "preset": preset,
+            "preset_reason": self.recipe.reason(),
             "data": str(info.path),
             "out": str(new_run_dir(name, self.runs_root)),
-            "g_lr": self.lr.value(),
-            "d_lr": self.lr.value(),
+            "g_lr": self.g_lr.value(),
+            "d_lr": self.d_lr.value(),
             "batch": self.batch.value(),
             "aug": self.aug.currentData(),
             "ada_target": self.ada_target.value(),
@@ -763,6 +856,7 @@ class TrainPanel(QWidget):
             if run.error:
                 self.runs.setItemData(self.runs.count() - 1, run.error, Qt.ItemDataRole.ToolTipRole)
         self._select_run(shown)
+        self._update_lengths()  # a run may have measured its speed
 
     @staticmethod
     def _run_length(run: RunInfo) -> str:

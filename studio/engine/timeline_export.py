@@ -81,7 +81,7 @@ def export_timeline(
     try:
         with export_errors(target):
             if kind == "png":
-                _write_sequence(target, zip(frames(), recipes()), project)
+                _write_sequence(target, zip(frames(), recipes(), strict=True), project)
             elif kind == "gif":
                 atomic_write(target, lambda tmp: _write_gif(tmp, frames(), timeline.fps))
             else:

@@ -1,12 +1,13 @@
 """An artist's camera move on the timeline, in the real window: a StyleGAN3 model dropped on the window, a
 keyframe with the camera centred, the Camera box's sliders moved for a second keyframe and then for that keyframe
-while it is selected, and an exported PNG sequence whose frames pan and turn between the two. A StyleGAN2 model
-opens a timeline with camera keys without them."""
+while it is selected, an exported PNG sequence whose frames pan and turn between the two, and the Export panel's
+interpolation video between them bookmarked. A StyleGAN2 model opens a timeline with camera keys without them."""
 
 from __future__ import annotations
 
 import os
 
+import imageio.v2 as imageio
 import numpy as np
 import pytest
 from PIL import Image
@@ -98,6 +99,26 @@ def test_camera_keyframes_pan_and_turn_an_exported_sequence(qtbot, empty_home, t
     # Every frame moves on from the one before, and is the render of its own recipe.
     assert all(np.abs(b.astype(int) - a).mean() > 1 for a, b in zip(frames, frames[1:], strict=False))
     assert np.array_equal(frames[4], engine_render(window, states[4]))
+
+    # The Export panel's interpolation video between the two keyframes, bookmarked, moves the camera too.
+    qtbot.keyClick(window, Qt.Key.Key_F)  # keyframe 1, in Explore
+    qtbot.mouseClick(strip, LEFT, pos=strip.key_rect(1).center().toPoint())
+    settle(qtbot, window)
+    qtbot.keyClick(window, Qt.Key.Key_F)
+    assert [s.camera for s in controller.favourites] == [(0, 0, 0), (0.2, 0, 36.0)]
+    export = window.export_panel
+    export.keyframes.setCurrentIndex(export.keyframes.findData("favourites"))
+    export.seconds.setValue(1.0)
+    export.fps.setValue(3)
+    export.export_video(tmp_path / "pan.mp4")
+    qtbot.waitUntil(lambda: not export.busy(), timeout=WAIT_MS)
+    video = [f.astype(float) for f in imageio.mimread(tmp_path / "pan.mp4", format="FFMPEG")]
+    assert len(video) == 3  # the two favourites, and halfway between them
+    # Each frame is nearest to its own render (the start, the halfway frame of the sequence, the end).
+    start, end = controller.favourites
+    renders = [engine_render(window, s).astype(float) for s in (start, states[4], end)]
+    errors = np.array([[np.abs(frame - render).mean() for render in renders] for frame in video])
+    assert list(errors.argmin(axis=1)) == [0, 1, 2], errors
 
 
 def test_a_stylegan2_model_opens_a_timeline_with_camera_keys_without_them(qtbot, window, tmp_path):

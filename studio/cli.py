@@ -169,6 +169,8 @@ def cmd_animate(args: argparse.Namespace) -> int:
     session = Session(model, device=args.device, precision=args.precision)
     if model_id and session.model_id != model_id:
         raise SystemExit(f"{args.model} is not the model this timeline was made with ({recipe.get('model_name')})")
+    if timeline.has_camera and not session.has_camera:
+        print("note: this StyleGAN2 model has no camera: the timeline's camera moves are ignored", file=sys.stderr)
 
     def progress(done: int, total: int, _message: str) -> None:
         print(f"\rframe {done}/{total}", end="", file=sys.stderr, flush=True)

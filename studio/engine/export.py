@@ -188,7 +188,8 @@ def export_video(
     cancel: Cancel | None = None,
 ) -> Path | None:
     """An interpolation video through `keyframes` (MP4 via ffmpeg or GIF), seconds × fps frames; noise
-    settings come from the first keyframe. Returns the path written, or None when cancelled."""
+    settings come from the first keyframe, and StyleGAN3's camera moves with the latents (rotation linearly in
+    degrees; StyleGAN2 models have no camera and ignore it). Returns the path written, or None when cancelled."""
     path = Path(path)
     kind = path.suffix.lower()
     if kind not in VIDEO_SUFFIXES:
@@ -199,13 +200,16 @@ def export_video(
     if fps <= 0 or num_frames < 1:
         raise ValueError(f"{seconds} s at {fps} frames per second makes no frames")
     keys = np.stack([session.ws_for_state(k) for k in keyframes])
-    latents = interpolate_latents(keys, frame_positions(num_frames, len(keyframes), loop), easing, loop)
+    positions = frame_positions(num_frames, len(keyframes), loop)
+    latents = interpolate_latents(keys, positions, easing, loop)
+    cameras = np.array([k.camera for k in keyframes]) if session.has_camera else np.zeros((len(keyframes), 3))
+    camera_path = interpolate_latents(cameras, positions, easing, loop)
 
     def frames() -> Iterator[np.ndarray]:
-        for i, ws in enumerate(latents):
+        for i, (ws, camera) in enumerate(zip(latents, camera_path, strict=True)):
             if cancel is not None and cancel():
                 raise _Cancelled
-            yield session.render_ws(ws, keyframes[0])
+            yield session.render_ws(ws, keyframes[0].with_camera(camera))
             if progress is not None:
                 progress(i + 1, num_frames, f"Frame {i + 1} of {num_frames}")
 

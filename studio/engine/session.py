@@ -108,6 +108,11 @@ class Session:
         self._user = self._read_user_directions()
 
     @property
+    def has_camera(self) -> bool:
+        """Whether the model takes translate and rotate (StyleGAN3's input transform; StyleGAN2 has none)."""
+        return self.meta.family == "stylegan3"
+
+    @property
     def device_label(self) -> str:
         return describe(self.device, self.dtype)
 
@@ -249,7 +254,7 @@ class Session:
         """StyleGAN3's input transform for the state's translate and rotate (none when they are all 0)."""
         if (state.translate_x, state.translate_y, state.rotate) == (0, 0, 0):
             return {}
-        if self.meta.family != "stylegan3":
+        if not self.has_camera:
             raise ValueError("translate and rotate need a StyleGAN3 model; this model is StyleGAN2")
         transform = make_transform((state.translate_x, state.translate_y), state.rotate)
         return {"transform": transform.to(self.device)}

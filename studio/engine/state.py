@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 NOISE_MODES = ("const", "random", "none")
+CAMERA_FIELDS = ("translate_x", "translate_y", "rotate")  # StyleGAN3's input transform
 STATE_VERSION = 1
 
 
@@ -119,11 +120,19 @@ class RenderState:
         _set(self, "class_index", _integer(self.class_index, "class index"))
         if self.mask is not None and not isinstance(self.mask, Mask):
             raise ValueError(f"mask must be a Mask value, not {type(self.mask).__name__}")
-        for name in ("translate_x", "translate_y", "rotate"):
+        for name in CAMERA_FIELDS:
             _set(self, name, _number(getattr(self, name), name.replace("_", " ")))
 
     def replace(self, **changes: Any) -> RenderState:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def camera(self) -> tuple[float, float, float]:
+        """(translate_x, translate_y, rotate)."""
+        return self.translate_x, self.translate_y, self.rotate
+
+    def with_camera(self, camera: tuple[float, float, float]) -> RenderState:
+        return self.replace(**dict(zip(CAMERA_FIELDS, (float(v) for v in camera), strict=True)))
 
     def to_dict(self) -> dict:
         return {"version": STATE_VERSION, **dataclasses.asdict(self)}

@@ -2,11 +2,14 @@
 
 Between two keyframes every parameter moves on its own: z by slerp (when both keyframes are seeds of the same
 class, so the in-between latents stay where the mapping network expects them), w and w+ by lerp, truncation
-per layer, mixing sources and edit amounts by lerp. A keyframe's easing shapes the segment that leaves it;
-"hold" keeps its image until the next keyframe. A looping timeline returns from its last keyframe to the first
-at `duration`, so frame `num_frames` would repeat frame 0 and is never rendered. Optional noise animation
-turns the constant noise maps slowly around a circle in noise space (unit variance all along, and back where
-it started at the end of the loop).
+per layer, mixing sources and edit amounts by lerp, and StyleGAN3's camera (translate x/y, rotate) by lerp too.
+Rotation moves linearly in degrees, not along the shorter way round: keyframes at 0° and 360° turn the image
+once, and -170° to 170° turns through 0°. A keyframe's easing shapes the segment that leaves it (camera
+included); "hold" keeps its image until the next keyframe. StyleGAN2 models have no camera: a timeline's camera
+keys are ignored there. A looping timeline returns from its last keyframe to the first at `duration`, so frame
+`num_frames` would repeat frame 0 and is never rendered. Optional noise animation turns the constant noise maps
+slowly around a circle in noise space (unit variance all along, and back where it started at the end of the
+loop).
 
 A timeline file is small JSON: timing, options and keyframes whose states are recipes (`recipe.make_recipe`),
 so each keyframe names its model as an exported image does.
@@ -133,6 +136,16 @@ class Timeline:
 
     def without(self, index: int) -> Timeline:
         return self.replace(keyframes=self.keyframes[:index] + self.keyframes[index + 1 :])
+
+    @property
+    def has_camera(self) -> bool:
+        """Whether any keyframe moves or turns the image (StyleGAN3's camera)."""
+        return any(any(k.state.camera) for k in self.keyframes)
+
+    def without_camera(self) -> Timeline:
+        """Every keyframe centred: the timeline as a model without a camera (StyleGAN2) shows it."""
+        centred = (dataclasses.replace(k, state=k.state.with_camera((0, 0, 0))) for k in self.keyframes)
+        return self.replace(keyframes=tuple(centred))
 
     # --- where a time falls -------------------------------------------------------------------------------
 
@@ -264,7 +277,7 @@ class Animator:
 
     def __init__(self, session: Session, timeline: Timeline):
         self.session = session
-        self.timeline = timeline
+        self.timeline = timeline if session.has_camera else timeline.without_camera()
         self._parts: dict[RenderState, _Parts] = {}
         self._avg = session.G.mapping.w_avg.detach().float().cpu().numpy()
         self._noise: list[tuple[torch.nn.Module, torch.Tensor, torch.Tensor]] | None = None
@@ -290,16 +303,24 @@ class Animator:
         edits = pa.edits + (pb.edits - pa.edits) * u
         return ((1 - mask) * truncated + mask * mixed + edits).astype(np.float32)
 
-    def noise_state_at(self, time: float) -> RenderState:
-        """The state whose noise settings render `time`: the segment's first keyframe, strength lerped."""
+    def settings_at(self, time: float) -> RenderState:
+        """The state whose settings besides the latent render `time`: the segment's first keyframe, with the
+        noise strength and the camera moved along the segment."""
         a, b, u = self.timeline.segment(time)
         strength = a.state.noise_strength + (b.state.noise_strength - a.state.noise_strength) * u
-        return a.state.replace(noise_strength=strength)
+        camera = tuple(x + (y - x) * u for x, y in zip(a.state.camera, b.state.camera, strict=True))
+        return a.state.replace(noise_strength=strength).with_camera(camera)
+
+    def state_at(self, time: float) -> RenderState:
+        """A state rendering the frame at `time` on its own (the frame's recipe): the frame's w+ as its latent,
+        with `settings_at`'s noise and camera. Animated noise maps are not part of a state."""
+        latent = tuple(self.ws_at(time).ravel().tolist())
+        return self.settings_at(time).replace(w=latent, psi=1.0, cutoff=None, mix=(), edits=())
 
     def render(self, time: float, preview: bool = False) -> np.ndarray:
         """uint8 RGB of the frame at `time` (a keyframe's time gives exactly that keyframe's render, unless the
         noise is animated: then only at the start of each noise cycle)."""
-        ws, state = self.ws_at(time), self.noise_state_at(time)
+        ws, state = self.ws_at(time), self.settings_at(time)
         if not self.timeline.animate_noise or state.noise_mode != "const":
             return self.session.render_ws(ws, state, preview)
         with self._noise_at(time):

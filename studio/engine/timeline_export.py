@@ -1,4 +1,5 @@
-"""Rendering a timeline to a file: MP4 (H.264, with the timeline in its metadata), GIF or a PNG sequence.
+"""Rendering a timeline to a file: MP4 (H.264, with the timeline in its metadata), GIF or a PNG sequence whose
+frames each carry the recipe of their own state (`Animator.state_at`: dropped on the window, a frame comes back).
 
 A partial export never looks complete: a video is written to a hidden temp file renamed at the end, a PNG
 sequence fills a hidden folder renamed at the end, and a cancel or a failure removes what was begun.
@@ -23,6 +24,7 @@ from studio.engine.export import _Cancelled, _write_gif, _write_mp4, unique_path
 from studio.engine.files import atomic_write, atomic_write_bytes, export_errors
 from studio.engine.imaging import resize
 from studio.engine.library import Progress
+from studio.engine.recipe import make_recipe, save_image
 from studio.engine.session import Session
 from studio.engine.timeline import Animator, Timeline
 
@@ -71,11 +73,15 @@ def export_timeline(
             if progress is not None:
                 progress(index + 1, total, f"Frame {index + 1} of {total}")
 
+    def recipes() -> Iterator[dict]:
+        for index in range(total):
+            yield make_recipe(animator.state_at(timeline.frame_time(index)), session.entry)
+
     target = unique_path(path)
     try:
         with export_errors(target):
             if kind == "png":
-                _write_sequence(target, frames(), project)
+                _write_sequence(target, zip(frames(), recipes(), strict=True), project)
             elif kind == "gif":
                 atomic_write(target, lambda tmp: _write_gif(tmp, frames(), timeline.fps))
             else:
@@ -156,13 +162,14 @@ def _write_mp4_with_timeline(path: Path, frames: Iterator[np.ndarray], fps: int,
         metadata.unlink(missing_ok=True)
 
 
-def _write_sequence(target: Path, frames: Iterator[np.ndarray], project: str) -> None:
-    """frame_00000.png… and the project (timeline.json) in a hidden folder, renamed to `target` when whole."""
+def _write_sequence(target: Path, frames: Iterator[tuple[np.ndarray, dict]], project: str) -> None:
+    """frame_00000.png… (each with its recipe) and the project (timeline.json) in a hidden folder, renamed to
+    `target` when whole."""
     partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.partial")
     partial.mkdir(parents=True)
     try:
-        for index, frame in enumerate(frames):
-            Image.fromarray(frame).save(partial / f"frame_{index:05d}.png")
+        for index, (frame, recipe) in enumerate(frames):
+            save_image(Image.fromarray(frame), partial / f"frame_{index:05d}.png", "png", recipe)
         (partial / f"timeline{TIMELINE_SUFFIX}").write_text(project, encoding="utf-8")
         os.rename(partial, target)
     except BaseException:

@@ -374,7 +374,7 @@ class ExplorePanel(QWidget):
         self.setEnabled(session is not None)
         if session is not None:
             self.cutoff.setMaximum(session.num_ws)
-        self.camera.setVisible(session is not None and session.meta.family == "stylegan3")
+        self.camera.setVisible(session is not None and session.has_camera)
         self._set_directions(self.controller.directions)
         self.grid.clear()  # another model's thumbnails must not stand in for this one's
         self.render_grid()

@@ -237,10 +237,13 @@ class TimelinePanel(QWidget):
             self.easing.blockSignals(True)
             self.easing.setCurrentText(self.timeline.keyframes[selected].easing)
             self.easing.blockSignals(False)
-        self.edit_label.setText(
+        text = (
             f"Editing keyframe {self.editing + 1} in Explore" if self.editing is not None
             else f"{len(self.timeline.keyframes)} keyframes · {self.timeline.num_frames} frames"
         )
+        if selected is not None and any(camera := self.timeline.keyframes[selected].state.camera):
+            text += " · camera x {:+.3f} y {:+.3f} ↻ {:+.1f}°".format(*camera)
+        self.edit_label.setText(text)
         self.strip.update()
 
     def _set_easing(self, easing: str) -> None:
@@ -401,7 +404,8 @@ class TimelinePanel(QWidget):
             return False
         c = self.controller
         model_id = recipe.get("model_id")
-        if model_id and (c.entry is None or c.entry.id != model_id):
+        entry = c.entry
+        if model_id and (entry is None or entry.id != model_id):
             entry = next((e for e in c.library.entries() if e.id == model_id), None)
             if entry is None:
                 name = recipe.get("model_name") or model_id
@@ -409,6 +413,10 @@ class TimelinePanel(QWidget):
                     f"{path.name} was made with the model “{name}”, which is not in your library: import it first."
                 )
                 return False
+        if timeline.has_camera and entry is not None and entry.meta.get("family") != "stylegan3":
+            timeline = timeline.without_camera()  # StyleGAN2 has no input transform to move
+            c.message.emit("info", f"{path.name} moves the camera, which this StyleGAN2 model cannot: ignored.")
+        if entry is not c.entry:
             c.open_model(entry, timeline.keyframes[0].state)
         self.pause()
         self._stop_editing()

@@ -60,6 +60,8 @@ def modulated_conv2d(
         w = w * (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()[:, :, None, None, None]
     if input_gain is not None:
         w = w * input_gain
+    if n == 1:  # as it is: reshaping would lose the channels-last layout that oneDNN's convolution keeps
+        return F.conv2d(x, w[0].to(x.dtype), padding=padding)
     x = x.reshape(1, -1, *x.shape[2:])
     x = F.conv2d(x, w.reshape(-1, in_c, kh, kw).to(x.dtype), padding=padding, groups=n)
     return x.reshape(n, -1, *x.shape[2:])

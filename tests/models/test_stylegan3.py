@@ -51,7 +51,8 @@ def test_filters_are_nvidias(numtaps, cutoff, width, fs):
 @pytest.mark.parametrize(
     "up, down, pad, taps",
     [(2, 1, (11, 10), 12), (4, 1, (23, 21), 24), (1, 2, (0, 0), 12), (2, 1, (-3, 5), 12), (1, 2, (3, 1), 7),
-     (4, 1, (0, 0), 24), (1, 1, (2, -1), 5)],
+     (4, 1, (0, 0), 24), (1, 1, (2, -1), 5), (4, 1, (-6, -9), 24), (2, 1, (-11, -12), 12), (2, 3, (5, 4), 12),
+     (2, 1, (30, -20), 12)],
 )
 def test_upfirdn1d_matches_zero_stuffing(up, down, pad, taps):
     gen = torch.Generator().manual_seed(up * 10 + down)
@@ -80,6 +81,12 @@ def test_filtered_lrelu_matches_reference(up, clamp, radial):
     torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)
     if clamp is not None:
         assert want.abs().max() > 0.1 and (want.abs() >= clamp * 0.99).any()  # the clamp mattered
+    assert got.is_contiguous(memory_format=torch.channels_last)  # the layout the next convolution runs fastest in
+    # bf16 activations (autocast) come back in bf16, their values as close as bf16 rounding allows.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = filtered_lrelu(x.bfloat16(), fu, fd, b, up=up, down=2, padding=padding, clamp=clamp)
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.double(), want, atol=0.03, rtol=0.02)
 
 
 # --- the network against the reference, through NVIDIA-structured pickles

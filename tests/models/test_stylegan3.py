@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from models.alias_free import design_lowpass_filter, filtered_lrelu, upfirdn1d
 from models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from models.stylegan3 import make_transform
+from models.stylegan3 import fit_preview_head, make_transform
 from tests.models import pickle_fixtures as fx
 from tests.models import sg3_reference as ref
 
@@ -201,3 +201,41 @@ class Payload:
 
     def __reduce__(self):
         return self.func, self.args
+
+
+# --- previews: an early exit at a lower layer
+
+
+def test_preview_head_recovers_a_linear_map():
+    gen = torch.Generator().manual_seed(8)
+    features = torch.randn(2, 5, 16, 16, generator=gen)
+    a, b = torch.randn(5, 3, generator=gen), torch.randn(3, generator=gen)
+    target = (features.permute(0, 2, 3, 1) @ a + b).permute(0, 3, 1, 2)
+    head = fit_preview_head(features, target)
+    torch.testing.assert_close(head, torch.cat([a, b[None]]), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("radial", [False, True])
+def test_previews_stop_at_a_lower_layer_with_a_head_fitted_to_the_last_full_render(radial):
+    G = ref.make_sg3(radial=radial, conv_kernel=1 if radial else 3, seed=4, resolution=64)
+    S = G.synthesis
+    assert S.preview_resolutions == [16, 32]
+    z, _ = ref.latents(G, n=2)
+    ran = []
+    for name in S.layer_names:
+        getattr(S, name).register_forward_hook(lambda module, args, out: ran.append(module))
+    with torch.inference_mode():
+        ws = G.mapping(z, None)
+        with pytest.raises(ValueError, match="no preview head at 32 px"):
+            S(ws[:1], stop_at=32)
+        full = S(ws[:1], fit_previews=True)
+        assert torch.equal(full, S(ws[:1]))  # fitting changes nothing in the image
+        for rate in S.preview_resolutions:
+            ran.clear()
+            preview = S(ws[:1], stop_at=rate)
+            assert preview.shape == (1, 3, rate, rate)
+            last = max(i for i, name in enumerate(S.layer_names) if getattr(S, name).out_sampling_rate == rate)
+            assert len(ran) == last + 1  # the layers after the exit never ran
+            want = F.avg_pool2d(full, 64 // rate)
+            assert (preview - want).abs().mean() < 0.05 * want.std()  # the image it was fitted to, downsampled
+            assert not torch.equal(S(ws[1:], stop_at=rate), preview)  # another latent's features, another preview

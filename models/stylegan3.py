@@ -288,12 +288,14 @@ class SynthesisNetwork(nn.Module):
     ) -> torch.Tensor:
         """ws [N, num_ws, w_dim] → images [N, C, R, R] in about [-1, 1].
 
-        `stop_at` (one of `preview_resolutions`) stops early for a preview [N, C, stop_at, stop_at]: the features
-        of the last layer at that sampling rate, less their margin, through a linear RGB head. StyleGAN3 has no
-        RGB output below full resolution, so each head is fitted by least squares to the last full render made
-        with `fit_previews` (a slider's previews stay close to the image it started from); ValueError while
-        none is. Noise options of StyleGAN2 (`noise_mode`, …) are accepted and have no effect (no noise inputs).
+        `stop_at` (one of `preview_resolutions`; the image's own resolution means the full image) stops early
+        for a preview [N, C, stop_at, stop_at]: the features of the last layer at that sampling rate, less their
+        margin, through a linear RGB head. StyleGAN3 has no RGB output below full resolution, so each head is
+        fitted by least squares to the last full render made with `fit_previews` (a slider's previews stay close
+        to the image it started from); ValueError while none is. Noise options of StyleGAN2 (`noise_mode`, …) are
+        accepted and have no effect (no noise inputs).
         """
+        stop_at = None if stop_at == self.img_resolution else stop_at  # the full image is no early exit
         if stop_at is not None and stop_at not in self.preview_heads:
             fitted = sorted(self.preview_heads) or "none yet"
             raise ValueError(f"no preview head at {stop_at} px: fitted at {fitted}, of {self.preview_resolutions}")

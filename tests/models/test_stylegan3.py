@@ -228,6 +228,7 @@ def test_previews_stop_at_a_lower_layer_with_a_head_fitted_to_the_last_full_rend
         ws = G.mapping(z, None)
         with pytest.raises(ValueError, match="no preview head at 32 px"):
             S(ws[:1], stop_at=32)
+        assert torch.equal(S(ws[:1], stop_at=64), S(ws[:1]))  # the full resolution: the full image
         full = S(ws[:1], fit_previews=True)
         assert torch.equal(full, S(ws[:1]))  # fitting changes nothing in the image
         for rate in S.preview_resolutions:

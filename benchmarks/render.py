@@ -5,7 +5,10 @@ Run on demand: `python benchmarks/render.py [--quick] [--resolutions 256,512,102
 [--cuts 256,1024] [--cases "fp32 channels-last,fast fp32"]`;
 `--stylegan3` times StyleGAN3 T and R instead (published widths: T channel_base 32768, channel_max 512; R
 doubled, 1×1 convolutions and radial filters), beside NVIDIA's reference way of running the filtered leaky
-ReLU (zero-stuffed upsampling, then depthwise convolutions) swapped into the same network.
+ReLU (zero-stuffed upsampling, then depthwise convolutions) swapped into the same network; with
+`--compare REV`, also beside `models/stylegan3.py` and `models/alias_free.py` as they were at git revision REV
+(loaded from git next to this tree's, with the same weights), which is then the baseline of the speed-ups:
+`python benchmarks/render.py --stylegan3 --compare 15d3c68 --resolutions 256 --threads 1`.
 Networks have random weights in StyleGAN2's published widths (256²: channel_base 16384; 512² and 1024²:
 32768; channel_max 512, 8 mapping layers, z = w = 512) and render with const noise under inference_mode.
 Every case is warmed up once, then the cases of one resolution and cut are timed in interleaved rounds
@@ -22,8 +25,10 @@ import argparse
 import multiprocessing
 import os
 import statistics
+import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -31,7 +36,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 from models import stylegan3  # noqa: E402
 from models.device import autocast, cpu_has_fast_bf16, select_device, select_precision  # noqa: E402
@@ -146,33 +152,72 @@ def nvidia_reference_filtered_lrelu(x, fu, fd, b, up=1, down=1, padding=(0, 0, 0
     return _zero_stuffed_upfirdn2d(x, fd, 1, down, (0, 0, 0, 0), 1)
 
 
-def stylegan3_renderer(G: stylegan3.Generator, dtype: torch.dtype | None, reference: bool):
+def modules_at(rev: str, names: list[str]) -> dict[str, types.ModuleType]:
+    """The modules `names` (of this package tree) as they were at git revision `rev`, loaded beside this tree's
+    own: their imports of each other resolve to the old versions, anything else to this tree's modules."""
+    saved = {name: sys.modules.get(name) for name in names}
+    loaded = {}
+    try:
+        for name in names:
+            path = name.replace(".", "/") + ".py"
+            show = ["git", "-C", str(REPO), "show", f"{rev}:{path}"]
+            source = subprocess.run(show, check=True, capture_output=True, text=True).stdout
+            module = sys.modules[name] = types.ModuleType(name)
+            module.__file__ = f"{rev}:{path}"
+            exec(compile(source, module.__file__, "exec"), module.__dict__)
+            loaded[name] = module
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+    return loaded
+
+
+def old_stylegan3(G: stylegan3.Generator, rev: str) -> tuple[types.ModuleType, torch.nn.Module]:
+    """The module `models.stylegan3` at `rev` and its generator with `G`'s weights."""
+    module = modules_at(rev, ["models.alias_free", "models.stylegan3"])["models.stylegan3"]
+    old = module.Generator(**G.init_kwargs)
+    old.load_state_dict(G.state_dict())
+    return module, old.eval().requires_grad_(False)
+
+
+def stylegan3_renderer(G, dtype: torch.dtype | None, reference: bool, module: types.ModuleType = stylegan3):
+    """Renders with `G` (a generator of `module`); `reference` swaps NVIDIA's reference op into `module`."""
     z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(0))
 
     def run() -> tuple[float, float]:
-        original = stylegan3.filtered_lrelu
-        stylegan3.filtered_lrelu = nvidia_reference_filtered_lrelu if reference else original
+        original = module.filtered_lrelu
+        module.filtered_lrelu = nvidia_reference_filtered_lrelu if reference else original
         try:
             wall, cpu = time.perf_counter(), time.process_time()
             with torch.inference_mode(), autocast(torch.device("cpu"), dtype):
                 G.render(z)
             return time.perf_counter() - wall, time.process_time() - cpu
         finally:
-            stylegan3.filtered_lrelu = original
+            module.filtered_lrelu = original
 
     return run
 
 
-def stylegan3_main(resolutions: list[int], rounds: int, reference_runs: int) -> None:
-    """Rows per config: ours in fp32 (the baseline of the speed-up), ours in bf16 where native, and NVIDIA's
-    reference filtered leaky ReLU in the same network (fp32, `reference_runs` rounds: it is slow)."""
+def stylegan3_main(resolutions: list[int], rounds: int, reference_runs: int, compare: str | None) -> None:
+    """Rows per config: ours in fp32 (the baseline of the speed-up, unless `compare` names a revision whose
+    code is the baseline then), ours in bf16 where native, and NVIDIA's reference filtered leaky ReLU in the
+    same network (fp32, `reference_runs` rounds: it is slow)."""
     print(f"{'res':>5}  {'cfg':>8}  {'case':<26}{'median ms':>10}{'min ms':>10}{'cpu ms':>10}{'runs':>5} speed-up")
+    precisions = [("fp32", None)] + ([("bf16", torch.bfloat16)] if cpu_has_fast_bf16() else [])
     for resolution in resolutions:
         for config in ("T", "R"):
             G = make_stylegan3(resolution, config)
-            cases = {Case("fp32 ours", None, False, False): stylegan3_renderer(G, None, False)}
-            if cpu_has_fast_bf16():
-                cases[Case("bf16 ours", torch.bfloat16, False, False)] = stylegan3_renderer(G, torch.bfloat16, False)
+            cases = {}
+            if compare:
+                module, old = old_stylegan3(G, compare)
+                for name, dtype in precisions:
+                    old_case = Case(f"{name} {compare}", dtype, False, False)
+                    cases[old_case] = stylegan3_renderer(old, dtype, False, module)
+            for name, dtype in precisions:
+                cases[Case(f"{name} ours", dtype, False, False)] = stylegan3_renderer(G, dtype, False)
             times = time_interleaved(cases, rounds)
             if reference_runs:
                 reference = Case("fp32 NVIDIA reference op", None, False, False)
@@ -246,6 +291,7 @@ def main() -> None:
     parser.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
     parser.add_argument("--stylegan3", action="store_true", help="StyleGAN3 T and R on the CPU instead")
     parser.add_argument("--reference-runs", type=int, default=1, help="StyleGAN3: runs of NVIDIA's reference op")
+    parser.add_argument("--compare", metavar="REV", help="StyleGAN3: also time the code of git revision REV")
     args = parser.parse_args()
     resolutions = [256] if args.quick else [int(r) for r in args.resolutions.split(",")]
     rounds = 2 if args.quick else args.runs
@@ -254,7 +300,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.stylegan3:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}")
-        stylegan3_main(resolutions, rounds, args.reference_runs)
+        stylegan3_main(resolutions, rounds, args.reference_runs, args.compare)
         return
     device = select_device(args.device)
     emulated_bf16 = device.type == "cpu" and not cpu_has_fast_bf16()

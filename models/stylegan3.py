@@ -60,6 +60,8 @@ def modulated_conv2d(
         w = w * (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()[:, :, None, None, None]
     if input_gain is not None:
         w = w * input_gain
+    if n == 1:  # as it is: reshaping would lose the channels-last layout that oneDNN's convolution keeps
+        return F.conv2d(x, w[0].to(x.dtype), padding=padding)
     x = x.reshape(1, -1, *x.shape[2:])
     x = F.conv2d(x, w.reshape(-1, in_c, kh, kw).to(x.dtype), padding=padding, groups=n)
     return x.reshape(n, -1, *x.shape[2:])
@@ -265,26 +267,83 @@ class SynthesisNetwork(nn.Module):
             name = f"L{idx}_{layer.out_size[0]}_{layer.out_channels}"
             setattr(self, name, layer)
             self.layer_names.append(name)
+        # Early exits for previews: sampling rate -> (index of the last layer at that rate, its RGB head). Heads
+        # are fitted to full renders (`fit_previews`), are no part of the network's state, and start unfitted.
+        self.preview_heads: dict[int, torch.Tensor] = {}
+        self._exits = {int(rate): idx for idx, rate in enumerate(sampling_rates) if rate < img_resolution}
+
+    @property
+    def preview_resolutions(self) -> list[int]:
+        """The sampling rates below the image's, where `forward(stop_at=...)` can stop for a preview."""
+        return sorted(self._exits)
 
     def forward(
         self,
         ws: torch.Tensor,
         transform: torch.Tensor | None = None,
         update_emas: bool = False,
+        stop_at: int | None = None,
+        fit_previews: bool = False,
         **_unused: Any,
     ) -> torch.Tensor:
         """ws [N, num_ws, w_dim] → images [N, C, R, R] in about [-1, 1].
 
-        Noise and preview options of StyleGAN2 (`noise_mode`, `stop_at`, …) are accepted and have no effect:
-        the network has no noise inputs, and every layer is needed for any output.
+        `stop_at` (one of `preview_resolutions`; the image's own resolution means the full image) stops early
+        for a preview [N, C, stop_at, stop_at]: the features of the last layer at that sampling rate, less their
+        margin, through a linear RGB head. StyleGAN3 has no RGB output below full resolution, so each head is
+        fitted by least squares to the last full render made with `fit_previews` (a slider's previews stay close
+        to the image it started from); ValueError while none is. Noise options of StyleGAN2 (`noise_mode`, …) are
+        accepted and have no effect (no noise inputs).
         """
+        stop_at = None if stop_at == self.img_resolution else stop_at  # the full image is no early exit
+        if stop_at is not None and stop_at not in self.preview_heads:
+            fitted = sorted(self.preview_heads) or "none yet"
+            raise ValueError(f"no preview head at {stop_at} px: fitted at {fitted}, of {self.preview_resolutions}")
+        if stop_at is not None:
+            exits = {self._exits[stop_at]: stop_at}
+        else:
+            exits = {idx: rate for rate, idx in self._exits.items()} if fit_previews else {}
         ws = ws.float().unbind(dim=1)
         x = self.input(ws[0], transform)
-        for name, w in zip(self.layer_names, ws[1:], strict=False):
+        features = {}
+        for idx, (name, w) in enumerate(zip(self.layer_names, ws[1:], strict=False)):
             x = getattr(self, name)(x, w, update_emas=update_emas)
+            if idx in exits:
+                features[exits[idx]] = self._inner(x, exits[idx])
+                if stop_at is not None:
+                    return self._preview(features[stop_at], self.preview_heads[stop_at])
         if self.output_scale != 1:
             x = x * self.output_scale
-        return x.float()
+        x = x.float()
+        for rate, inner in features.items():
+            self.preview_heads[rate] = fit_preview_head(inner, F.avg_pool2d(x.detach(), self.img_resolution // rate))
+        return x
+
+    @staticmethod
+    def _inner(x: torch.Tensor, rate: int) -> torch.Tensor:
+        """The samples of a layer's output that lie on the image (its margin cropped), fp32."""
+        margin = (x.shape[-1] - rate) // 2
+        return x.detach().float()[:, :, margin : margin + rate, margin : margin + rate]
+
+    @staticmethod
+    def _preview(features: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+        rows = features.permute(0, 2, 3, 1) @ head[:-1].to(features.device)  # [N, r, r, C]
+        return (rows + head[-1].to(features.device)).permute(0, 3, 1, 2).contiguous()
+
+
+PREVIEW_FIT_SAMPLES = 4096  # pixels a preview head is fitted on: many more than its unknowns, and fast to solve
+
+
+def fit_preview_head(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The [C + 1, channels] linear map (bias last) from features [N, C, r, r] to the image [N, channels, r, r]
+    at the same sampling positions, by ridge-regularised least squares over an even spread of its pixels."""
+    x = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).double()
+    y = target.permute(0, 2, 3, 1).reshape(-1, target.shape[1]).double()
+    step = max(1, len(x) // PREVIEW_FIT_SAMPLES)
+    x = torch.cat([x[::step], torch.ones_like(x[::step, :1])], dim=1)
+    gram = x.t() @ x
+    ridge = 1e-4 * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
+    return torch.linalg.solve(gram + ridge, x.t() @ y[::step]).float()
 
 
 class Generator(nn.Module):

@@ -206,7 +206,7 @@ class Session:
         fast = self._fast is not None and state.mask is None
         image = self._fast_synthesize(ws, state, stop_at, cancel, remember) if fast else None
         if image is None:
-            image = self._eager_synthesize(ws, state, stop_at)
+            image = self._eager_synthesize(ws, state, stop_at, remember)
         if image.shape[-1] != self.resolution:
             image = F.interpolate(image.float(), size=(self.resolution, self.resolution), mode="bilinear")
         return image.float()
@@ -229,7 +229,11 @@ class Session:
             self._measured_preview(stop_at, (time.perf_counter() - start) * 1000)
         return image
 
-    def _eager_synthesize(self, ws: torch.Tensor, state: RenderState, stop_at: int | None) -> torch.Tensor:
+    def _eager_synthesize(
+        self, ws: torch.Tensor, state: RenderState, stop_at: int | None, remember: bool = True
+    ) -> torch.Tensor:
+        if self.meta.family == "stylegan3" and state.mask is None:
+            return self._stylegan3_synthesize(ws, state, stop_at, remember)
         generator = None
         if state.noise_mode == "random":
             generator = torch.Generator(device=self.device).manual_seed(state.noise_seed)
@@ -249,6 +253,24 @@ class Session:
                 generator=generator,
                 **self._camera(state),
             )
+
+    def _stylegan3_synthesize(
+        self, ws: torch.Tensor, state: RenderState, stop_at: int | None, remember: bool
+    ) -> torch.Tensor:
+        """StyleGAN3 previews stop at a lower layer through an RGB head fitted to the canvas's last full render
+        (`SynthesisNetwork.forward`), so only the canvas's own frames use and refit them: other previews
+        (thumbnails of other seeds, video frames) are of images the head was not fitted to, and render in full."""
+        synthesis = self.G.synthesis
+        early = remember and stop_at in synthesis.preview_heads
+        start = time.perf_counter()
+        with autocast(self.device, self.dtype):
+            image = self.G.render(
+                ws, "ws", stop_at=stop_at if early else None, fit_previews=remember and not early,
+                **self._camera(state),
+            )
+        if early:
+            self._measured_preview(stop_at, (time.perf_counter() - start) * 1000)
+        return image
 
     def _camera(self, state: RenderState) -> dict[str, torch.Tensor]:
         """StyleGAN3's input transform for the state's translate and rotate (none when they are all 0)."""

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from models.alias_free import design_lowpass_filter, filtered_lrelu, upfirdn1d
 from models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from models.stylegan3 import make_transform
+from models.stylegan3 import fit_preview_head, make_transform
 from tests.models import pickle_fixtures as fx
 from tests.models import sg3_reference as ref
 
@@ -51,7 +51,8 @@ def test_filters_are_nvidias(numtaps, cutoff, width, fs):
 @pytest.mark.parametrize(
     "up, down, pad, taps",
     [(2, 1, (11, 10), 12), (4, 1, (23, 21), 24), (1, 2, (0, 0), 12), (2, 1, (-3, 5), 12), (1, 2, (3, 1), 7),
-     (4, 1, (0, 0), 24), (1, 1, (2, -1), 5)],
+     (4, 1, (0, 0), 24), (1, 1, (2, -1), 5), (4, 1, (-6, -9), 24), (2, 1, (-11, -12), 12), (2, 3, (5, 4), 12),
+     (2, 1, (30, -20), 12)],
 )
 def test_upfirdn1d_matches_zero_stuffing(up, down, pad, taps):
     gen = torch.Generator().manual_seed(up * 10 + down)
@@ -80,6 +81,12 @@ def test_filtered_lrelu_matches_reference(up, clamp, radial):
     torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)
     if clamp is not None:
         assert want.abs().max() > 0.1 and (want.abs() >= clamp * 0.99).any()  # the clamp mattered
+    assert got.is_contiguous(memory_format=torch.channels_last)  # the layout the next convolution runs fastest in
+    # bf16 activations (autocast) come back in bf16, their values as close as bf16 rounding allows.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = filtered_lrelu(x.bfloat16(), fu, fd, b, up=up, down=2, padding=padding, clamp=clamp)
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.double(), want, atol=0.03, rtol=0.02)
 
 
 # --- the network against the reference, through NVIDIA-structured pickles
@@ -194,3 +201,42 @@ class Payload:
 
     def __reduce__(self):
         return self.func, self.args
+
+
+# --- previews: an early exit at a lower layer
+
+
+def test_preview_head_recovers_a_linear_map():
+    gen = torch.Generator().manual_seed(8)
+    features = torch.randn(2, 5, 16, 16, generator=gen)
+    a, b = torch.randn(5, 3, generator=gen), torch.randn(3, generator=gen)
+    target = (features.permute(0, 2, 3, 1) @ a + b).permute(0, 3, 1, 2)
+    head = fit_preview_head(features, target)
+    torch.testing.assert_close(head, torch.cat([a, b[None]]), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("radial", [False, True])
+def test_previews_stop_at_a_lower_layer_with_a_head_fitted_to_the_last_full_render(radial):
+    G = ref.make_sg3(radial=radial, conv_kernel=1 if radial else 3, seed=4, resolution=64)
+    S = G.synthesis
+    assert S.preview_resolutions == [16, 32]
+    z, _ = ref.latents(G, n=2)
+    ran = []
+    for name in S.layer_names:
+        getattr(S, name).register_forward_hook(lambda module, args, out: ran.append(module))
+    with torch.inference_mode():
+        ws = G.mapping(z, None)
+        with pytest.raises(ValueError, match="no preview head at 32 px"):
+            S(ws[:1], stop_at=32)
+        assert torch.equal(S(ws[:1], stop_at=64), S(ws[:1]))  # the full resolution: the full image
+        full = S(ws[:1], fit_previews=True)
+        assert torch.equal(full, S(ws[:1]))  # fitting changes nothing in the image
+        for rate in S.preview_resolutions:
+            ran.clear()
+            preview = S(ws[:1], stop_at=rate)
+            assert preview.shape == (1, 3, rate, rate)
+            last = max(i for i, name in enumerate(S.layer_names) if getattr(S, name).out_sampling_rate == rate)
+            assert len(ran) == last + 1  # the layers after the exit never ran
+            want = F.avg_pool2d(full, 64 // rate)
+            assert (preview - want).abs().mean() < 0.05 * want.std()  # the image it was fitted to, downsampled
+            assert not torch.equal(S(ws[1:], stop_at=rate), preview)  # another latent's features, another preview

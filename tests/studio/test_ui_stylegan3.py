@@ -77,3 +77,30 @@ def test_stylegan3_pickle_opens_with_translate_and_rotate_sliders(qtbot, empty_h
 def test_stylegan2_models_hide_the_camera(qtbot, window):
     assert window.controller.session.meta.family == "stylegan2"
     assert not window.explore_panel.camera.isVisibleTo(window)
+
+
+def test_stylegan3_drag_shows_previews_of_a_lower_layer_then_the_full_image(qtbot, empty_home, tmp_path, make_window):
+    G = ref.make_sg3(seed=2, resolution=128, shown=z_from_seed(0, 16))
+    path = ref.sg3_pickle(tmp_path, tmp_path / "side-effect", G, name="alias-free-128.pkl")
+    window = make_window()
+    drop(window, path)
+    qtbot.waitUntil(lambda: "alias-free-128" in window.models_panel.names(), timeout=WAIT_MS)
+    settle(qtbot, window)
+    controller = window.controller
+    assert controller.session.preview_resolution == 64
+    shown = []
+    controller.image_ready.connect(shown.append)
+
+    slider = window.explore_panel.camera.translate_x.slider
+    slider.setSliderDown(True)  # held by the mouse: every move previews
+    slider.setValue(slider.value() + slider.pageStep())
+    qtbot.waitUntil(lambda: any(result.preview for result in shown), timeout=WAIT_MS)
+    preview = next(result for result in shown if result.preview)
+    assert preview.image.shape == (128, 128, 3) and preview.state == controller.state
+    if SHOTS:
+        window.grab().save(os.path.join(SHOTS, "sg3_drag_preview.png"))
+    slider.setSliderDown(False)
+    settle(qtbot, window)
+    full = canvas(window)
+    assert not shown[-1].preview and "(preview)" not in window._render_label.text()
+    assert np.array_equal(full, engine_render(window, controller.state))

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from models.fast_synthesis import FastSynthesis
 from studio.engine import session as session_module
@@ -37,6 +36,7 @@ def compiling(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 @pytest.mark.compile
+@pytest.mark.timeout(1800)  # a cold compile: a minute or two on two idle cores, far longer on busy ones
 def test_the_compiled_display_path_renders_the_eager_pixels_without_compiling_again(
     model_file: Path, tmp_path: Path, compiling: Path
 ):
@@ -107,6 +107,7 @@ def test_a_compiled_path_failing_at_render_time_falls_back_to_the_eager_display_
     "setting, expected",
     [
         ("off", "turned off"),
+        ("auto fp32", "pays only in bf16"),
         ("frozen", "packaged app"),
         ("no compiler", "no C++ compiler"),
     ],
@@ -117,6 +118,8 @@ def test_compiling_is_skipped_with_a_log_line_where_unavailable(
 ):
     if setting == "off":
         monkeypatch.setenv(session_module.COMPILE_ENV, "0")
+    elif setting == "auto fp32":
+        monkeypatch.delenv(session_module.COMPILE_ENV)
     elif setting == "frozen":
         monkeypatch.setattr(session_module.sys, "frozen", True, raising=False)
     else:

@@ -15,8 +15,11 @@ Every case is warmed up once, then the cases of one resolution and cut are timed
 (these machines are noisy) and the median is compared with the plain fp32 contiguous baseline of the same
 run; "vs eager" compares a case with the eager network in the same precision as it renders in the studio
 before the display path (channels-last, plain modulation). The fast cases render every frame from scratch (the
-prefix cache is cleared). On a CPU without native bf16 (no AMX / AVX-512 BF16), bf16 autocast is emulated and
-very slow: it is timed once per case, cheapest first, until its time budget is spent.
+prefix cache is cleared). `--compiled` adds the display path compiled with torch.compile ("compiled" cases,
+compared with the eager display path of the same run), after printing how long compiling took; inductor's cache
+is TORCHINDUCTOR_CACHE_DIR (a fresh, cold one unless set: run twice with it set to time a warm load). On a CPU
+without native bf16 (no AMX / AVX-512 BF16), bf16 autocast is emulated and very slow: it is timed once per case,
+cheapest first, until its time budget is spent.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from collections.abc import Callable
@@ -52,6 +56,7 @@ class Case:
     channels_last: bool
     fused: bool
     fast: bool = False  # the display path instead of the eager network
+    compiled: bool = False  # the display path compiled with torch.compile
 
 
 BASELINE = Case("fp32 contiguous", None, False, False)
@@ -71,6 +76,10 @@ FAST_BF16 = Case("fast bf16", torch.bfloat16, True, False, fast=True)
 EAGER_REFERENCE = {None: FP32_CASES[2], torch.bfloat16: BF16_CASES[0]}
 FP32_CASES.append(FAST_FP32)
 BF16_CASES.append(FAST_BF16)
+COMPILED_CASES = {
+    None: Case("fast fp32 compiled", None, True, False, fast=True, compiled=True),
+    torch.bfloat16: Case("fast bf16 compiled", torch.bfloat16, True, False, fast=True, compiled=True),
+}
 
 
 def make_generator(resolution: int, device: torch.device) -> Generator:
@@ -93,6 +102,14 @@ def renderer(G: Generator, case: Case, cut: int, device: torch.device) -> Callab
     sync = {"cuda": torch.cuda.synchronize, "mps": torch.mps.synchronize}.get(device.type, lambda: None)
 
     fast = FastSynthesis(G.synthesis, case.dtype) if case.fast else None
+    if case.compiled:
+        with torch.inference_mode():
+            ws = G.to_ws(G.z_to_w(z))
+        cache = Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+        state = "warm" if any(cache.rglob("*")) else "cold"
+        started = time.perf_counter()
+        fast = fast.compiled(ws)
+        print(f"{label(G.img_resolution, cut, case)}compiled in {time.perf_counter() - started:.0f} s ({state} cache)")
 
     def run() -> tuple[float, float]:
         G.synthesis.channels_last = case.channels_last
@@ -289,6 +306,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or mps")
     parser.add_argument("--cuts", default=None, help="comma-separated image sizes to time (default: all)")
     parser.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
+    parser.add_argument("--compiled", action="store_true", help="add the display path compiled by torch.compile")
     parser.add_argument("--stylegan3", action="store_true", help="StyleGAN3 T and R on the CPU instead")
     parser.add_argument("--reference-runs", type=int, default=1, help="StyleGAN3: runs of NVIDIA's reference op")
     parser.add_argument("--compare", metavar="REV", help="StyleGAN3: also time the code of git revision REV")
@@ -313,6 +331,7 @@ def main() -> None:
     )
     print("speed-up = baseline median / case median, baseline = fp32 contiguous plain modulation, same run\n")
     print("vs eager (wall, cpu) = the eager channels-last case of the same precision / case, same run")
+    print("  (for the compiled cases: the eager display path of the same precision / case)")
     print(
         f"{'res':>5}  {'image':>8}  {'case':<26}{'median ms':>10}{'min ms':>10}{'cpu ms':>10}{'runs':>5} speed-up"
         "  vs eager (wall, cpu)"
@@ -320,6 +339,10 @@ def main() -> None:
     wanted = set(args.cases.split(",")) if args.cases else None
     fp32_cases = [c for c in FP32_CASES if wanted is None or c.name in wanted or c == BASELINE]
     bf16_cases = [c for c in BF16_CASES if wanted is None or c.name in wanted]
+    if args.compiled:
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="inductor-"))
+        fp32_cases += [c for c in COMPILED_CASES.values() if c.dtype is None and (wanted is None or c.name in wanted)]
+        bf16_cases += [c for c in COMPILED_CASES.values() if c.dtype and (wanted is None or c.name in wanted)]
     started = time.perf_counter()
     bf16_jobs: list[tuple[float, int, int, Case]] = []
     baselines: dict[tuple[int, int], float] = {}
@@ -336,6 +359,8 @@ def main() -> None:
             baselines[resolution, cut] = statistics.median(t[0] for t in times[BASELINE])
             for case, t in times.items():
                 eager = times.get(EAGER_REFERENCE[case.dtype]) if case.fast else None
+                if case.compiled:  # against the eager display path
+                    eager = times.get(FAST_BF16 if case.dtype else FAST_FP32)
                 print(row(resolution, cut, case, t, baselines[resolution, cut], eager), flush=True)
             if emulated_bf16:
                 bf16_jobs += [(baselines[resolution, cut], resolution, cut, case) for case in bf16_cases]

@@ -11,6 +11,8 @@
 - the outputs of each block are kept for the last w+ rendered, so a frame whose latents differ only from layer k
   on (a direction on fine layers, a preview refined into the full image) starts at the first block that reads k;
 - `cancel` is polled between blocks, so a render that has gone stale stops early.
+`compiled` makes a twin whose blocks run as inductor-compiled code (torch.compile): elementwise work fused into
+fewer passes over the activations.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from models import ops
 from models.stylegan2 import NoiseMode, SynthesisBlock, SynthesisLayer, SynthesisNetwork, ToRGBLayer
 
 PER_SAMPLE_WEIGHT_COST = 16
+# Each block is one compiled graph per noise variant (noise or none): 2 × 9 at 1024², more than dynamo's default
+# of 8 graphs per function, plus the graphs of the models opened before in the same process.
+COMPILED_GRAPHS_LIMIT = 256
 PACKED_CONV = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
@@ -74,6 +79,24 @@ class FastSynthesis:
         self._versions: tuple[int, ...] | None = None
         self._layers: dict[int, _Modulated] = {}
         self._cache: _Cached | None = None
+
+    def compiled(self, ws: torch.Tensor) -> FastSynthesis:
+        """A twin of this display path whose blocks run as inductor-compiled code, compiled on the calling thread
+        for batch 1 with and without noise by rendering `ws` [1, num_ws, w_dim] (any values); previews stop at a
+        block and reuse its graphs. The twin never compiles again: a frame its graphs were not compiled for
+        (another batch size, weights changed in place) runs its blocks eagerly. Raises what torch.compile raises
+        where it cannot compile (no C++ compiler, an operator inductor does not support)."""
+        import torch._dynamo  # here: importing it takes seconds, and minutes in the packaged app on a busy CPU
+
+        twin = FastSynthesis(self.synthesis, self.dtype)
+        twin(ws, remember=False)  # eagerly first: the weights are prepared and prepacked outside the graphs
+        eager_block = twin._block
+        with torch._dynamo.config.patch(recompile_limit=COMPILED_GRAPHS_LIMIT):
+            twin._block = torch.compile(eager_block, dynamic=False)
+            for noise_mode in ("const", "none"):
+                twin(ws, noise_mode=noise_mode, remember=False)
+        twin._block = torch._dynamo.run(eager_block)  # the graphs compiled above, or eager: never a compile
+        return twin
 
     def forget_frame(self) -> None:
         """Drop the cached layers of the last frame: the network's constant noise maps were swapped, which no

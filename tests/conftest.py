@@ -14,3 +14,12 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_compiling() -> Iterator[None]:
+    """Every window opening a model would compile its display path in the background (a minute of both cores
+    for each); the tests of compiling turn it back on."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GAN_STUDIO_COMPILE", "0")
+        yield

@@ -207,6 +207,8 @@ class BlendSession(Session):
     """A session rendering the blend of library models `entry_a` and `entry_b`; `set_curve` is cheap and
     thread-safe. Its states carry `blend_id(...)`; directions are those of the mapping parent."""
 
+    compiles = False  # every curve rewrites the weights in place, which no compiled graph would match
+
     def __init__(
         self,
         entry_a: ModelEntry,

@@ -19,6 +19,15 @@ def user_data_dir() -> Path:
     return path
 
 
+def cache_dir() -> Path:
+    """Files that can be rebuilt, but at a cost (compiled code): `$GAN_STUDIO_HOME/cache` if set, else the
+    platform's per-user cache folder."""
+    override = os.environ.get(HOME_ENV)
+    path = Path(override) / "cache" if override else Path(platformdirs.user_cache_dir("GAN Studio", "GAN Studio"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def resources_dir() -> Path:
     """The shipped `resources/` folder: next to the packages in a checkout, inside the bundle when frozen."""
     frozen_root = getattr(sys, "_MEIPASS", None)

@@ -107,6 +107,7 @@ class StudioController(QObject):
         self._gesture = False
         self.entry, self.session, self.result = entry, session, None
         self.renderer.set_session(session)
+        session.compile_in_background()  # renders go on eagerly until the compiled display path takes over
         settings.app_settings().setValue(settings.LAST_MODEL, entry.id)
         self.state = (state or RenderState(model_id=entry.id)).replace(model_id=entry.id)
         self.history = History()

@@ -189,10 +189,8 @@ class Evaluator:
         # A check in pixels, outside the feature space: how far the average colour is from the data's (0-255).
         gap = fakes.reshape(-1, 3).mean(axis=0) - reals.reshape(-1, 3).mean(axis=0)
         result["rgb_mean_gap"] = float(np.abs(gap).mean())
-        c2st = getattr(metrics, "c2st", None)  # another branch adds it; used when present
-        if c2st is not None:
-            nchw = [torch.from_numpy(x).permute(0, 3, 1, 2).contiguous() for x in (reals, fakes)]
-            result["c2st"] = float(c2st(*nchw, seed=0))
+        nchw = [torch.from_numpy(x).permute(0, 3, 1, 2).contiguous() for x in (reals, fakes)]
+        result.update(metrics.c2st(*nchw, seed=0))
         return result
 
     def model(self, path: str | Path) -> dict:

@@ -101,7 +101,15 @@ def upfirdn1d(
     inner = math.prod(x.shape[dim + 1 :])
     rows = x.numel() // (step * inner)
     used = rows - (terms - 1)  # block rows whose later neighbours exist; the rest are cropped below
-    if inner == 1:  # the last axis: blocks are rows of a matrix, weights multiply from the right
+    if torch.is_grad_enabled() and x.requires_grad:  # training: autograd records no `out=` or in-place products
+        if inner == 1:
+            xb = x.view(rows, step)
+            out = sum(xb[t : t + used] @ matrix[t * step : (t + 1) * step] for t in range(terms))
+        else:
+            xb, mt = x.view(rows, step, inner), matrix.t()
+            out = sum(mt[:, t * step : (t + 1) * step] @ xb[t : t + used] for t in range(terms))
+        out = F.pad(out, [0, 0] * (out.ndim - 1) + [0, terms - 1])  # the rows that only cropped outputs read
+    elif inner == 1:  # the last axis: blocks are rows of a matrix, weights multiply from the right
         xb = x.view(rows, step)
         out = x.new_empty([rows, bo])
         torch.mm(xb[:used], matrix[:step], out=out[:used])
@@ -134,7 +142,7 @@ def filtered_lrelu(
     and `padding` (x0, x1, y0, y1), leaky ReLU with `slope`, scale by `gain`, clamp, and downsample by `down`
     with `fd` (1-D, or 2-D for radial filters). The same values as NVIDIA's reference `_filtered_lrelu_ref`.
 
-    Runs in place on tensors it made itself when autograd is not recording.
+    Runs in place on tensors it made itself when autograd is not recording; differentiable when it is.
     """
     x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
     px0, px1, py0, py1 = padding

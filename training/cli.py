@@ -25,7 +25,7 @@ _FLAGS: list[tuple[str, type, str]] = [
     ("--batch-gpu", int, "images per device per pass; smaller accumulates gradients to reach --batch"),
     ("--g-lr", float, "generator learning rate"),
     ("--d-lr", float, "discriminator learning rate"),
-    ("--r1-gamma", float, "R1 weight (default: 0.0002 · resolution² / batch, 5x that for StyleGAN3; 0 with the projected D)"),
+    ("--r1-gamma", float, "R1 weight (default: 0.0002 · res² / batch, 5x for StyleGAN3; 0 with the projected D)"),
     ("--pl-weight", float, "path-length regularisation weight (0 turns it off; default 2, 0 for StyleGAN3)"),
     ("--discriminator", str, "stylegan (default) or projected: small heads on frozen EfficientNet-Lite0 features"),
     ("--aug", str, "ada (default), diffaug or none"),

@@ -19,7 +19,7 @@ from tests.models import sg3_reference as ref
 from tests.training.conftest import make_discs
 from tests.training.test_loop import events_of, free_port, torchrun
 from training import loop as loop_module
-from training.config import TrainConfig
+from training.config import PRESETS, TrainConfig
 from training.loop import discriminator_for, train
 from training.loss import blur_images, blur_sigma
 from training.run_dir import RunDir, to_uint8
@@ -167,3 +167,20 @@ def test_ddp_two_processes_fine_tune_a_stylegan3(tmp_path, discs16):
     assert started["world_size"] == 2 and started["family"] == "stylegan3"
     assert events[-1]["event"] == "finished" and events[-1]["status"] == "completed"
     assert load_checkpoint(RunDir(out).latest_checkpoint().network).meta.family == "stylegan3"
+
+
+@pytest.mark.slow
+def test_a_stylegan3_fine_tunes_with_the_projected_discriminator(tmp_path, discs16):
+    """The projected D only needs G's images; the base's own D (none here) stays out of the run's model files."""
+    base = sg3_base(tmp_path / "sg3.safetensors")
+    config = sg3_config(discs16, tmp_path / "run", base, **{**PRESETS["finetune-fast"], "projected_size": 64},
+                        kimg=0.016)
+    events: list[dict] = []
+    assert train(config, events.append)["status"] == "completed"
+    started = next(e for e in events if e["event"] == "started")
+    assert (started["family"], started["discriminator"], started["r1_gamma"]) == ("stylegan3", "projected", 0)
+    trained = load_checkpoint(RunDir(config.out).latest_checkpoint().network)
+    assert trained.meta.family == "stylegan3" and trained.D is None
+    moved = [not torch.equal(a, b) for a, b in zip(load_checkpoint(base).G.parameters(), trained.G.parameters(),
+                                                       strict=True)]
+    assert sum(moved) > len(moved) // 2

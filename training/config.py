@@ -86,11 +86,18 @@ class TrainConfig:
     gan_loss: str = "logistic"  # or "hinge" (the projected GAN paper's)
     g_lr: float = 0.0025
     d_lr: float = 0.0025
-    r1_gamma: float | None = None  # None: 0.0002 · resolution² / batch, ADA's heuristic
+    r1_gamma: float | None = None  # None: see `resolved_r1_gamma`
     r1_interval: int = 16
-    pl_weight: float = 2.0
+    # None: NVIDIA's choice for the base's family, 2 and 0.9 for StyleGAN2, 0 and 0 for StyleGAN3 (its configs
+    # train without path-length regularisation and style mixing).
+    pl_weight: float | None = None
     pl_interval: int = 4
-    style_mixing: float = 0.9
+    style_mixing: float | None = None
+    # StyleGAN3's blur of every image D sees (reals and fakes alike), Gaussian of this sigma in pixels at the
+    # start, fading linearly to none over blur_fade_kimg (None: batch · 200 / 32, NVIDIA's). NVIDIA blurs only
+    # when training config R from scratch, and turns it off when resuming from a trained model: 0 here too.
+    blur_init_sigma: float = 0.0
+    blur_fade_kimg: float | None = None
     # D learns from the fakes G's pass made this step (before G's update) instead of drawing new ones: one G
     # forward fewer per step (1.2x the images/s at the bundled width on a CPU), at one step's staleness.
     reuse_fakes: bool = False
@@ -154,8 +161,13 @@ class TrainConfig:
         if self.r1_gamma is not None:
             need(self.r1_gamma >= 0, f"--r1-gamma must be non-negative, not {self.r1_gamma}")
         need(self.r1_interval >= 1 and self.pl_interval >= 1, "regularisation intervals must be at least 1")
-        need(self.pl_weight >= 0, f"--pl-weight must be non-negative, not {self.pl_weight}")
-        need(0 <= self.style_mixing <= 1, f"--style-mixing must be within 0…1, not {self.style_mixing}")
+        if self.pl_weight is not None:
+            need(self.pl_weight >= 0, f"--pl-weight must be non-negative, not {self.pl_weight}")
+        if self.style_mixing is not None:
+            need(0 <= self.style_mixing <= 1, f"--style-mixing must be within 0…1, not {self.style_mixing}")
+        need(self.blur_init_sigma >= 0, f"blur_init_sigma must be non-negative, not {self.blur_init_sigma}")
+        if self.blur_fade_kimg is not None:
+            need(self.blur_fade_kimg > 0, f"blur_fade_kimg must be positive, not {self.blur_fade_kimg}")
         need(
             self.discriminator in DISCRIMINATORS,
             f"--discriminator must be {' or '.join(DISCRIMINATORS)}, not {self.discriminator!r}",
@@ -204,12 +216,29 @@ class TrainConfig:
         """A time budget whose speed is not measured yet: the length in kimg is still to be found."""
         return self.time_budget_s is not None and self.measured_images_per_s is None
 
-    def resolved_r1_gamma(self, resolution: int) -> float:
-        """R1's weight; by default ADA's heuristic for the StyleGAN discriminator and none for the projected
-        one (its paper trains without a gradient penalty)."""
+    def resolved_r1_gamma(self, resolution: int, family: str = "stylegan2") -> float:
+        """R1's weight. By default none for the projected discriminator (its paper trains without a gradient
+        penalty); for the StyleGAN one ADA's heuristic 0.0002 · resolution² / batch, and for a StyleGAN3 five
+        times that: NVIDIA's StyleGAN3 tables (32.8 at 1024², 8.2 at 512² with batch 32; 1 at 256² with batch
+        64) are exactly 0.001 · resolution² / batch. Their fine-tunes used 0.1-0.5 times that (MetFaces)."""
         if self.r1_gamma is not None:
             return self.r1_gamma
-        return 0.0002 * resolution**2 / self.batch if self.discriminator == "stylegan" else 0.0
+        if self.discriminator != "stylegan":
+            return 0.0
+        return (0.001 if family == "stylegan3" else 0.0002) * resolution**2 / self.batch
+
+    def resolved_pl_weight(self, family: str) -> float:
+        if self.pl_weight is not None:
+            return self.pl_weight
+        return 0.0 if family == "stylegan3" else 2.0
+
+    def resolved_style_mixing(self, family: str) -> float:
+        if self.style_mixing is not None:
+            return self.style_mixing
+        return 0.0 if family == "stylegan3" else 0.9
+
+    def resolved_blur_fade_kimg(self) -> float:
+        return self.blur_fade_kimg if self.blur_fade_kimg is not None else self.batch * 200 / 32
 
     def with_width(self, width: NetworkWidth) -> TrainConfig:
         """This config with `width` filling in the network sizes left to be chosen (None); set ones stay."""

@@ -1,4 +1,5 @@
-"""The training loop: StyleGAN2-ADA from scratch or fine-tuning a loaded model, resumable, DDP-ready.
+"""The training loop: StyleGAN2-ADA from scratch or fine-tuning a loaded model (StyleGAN2 or StyleGAN3),
+resumable, DDP-ready.
 
 `train(config, progress_fn, abort_fn)` is a plain function: the CLI, the GUI (through the CLI's JSON
 events) and `torchrun` all run this same code. Everything a resumed run needs to continue exactly —
@@ -32,12 +33,14 @@ from training.dataset import PreparedDataset, prepare_dataset
 from training.loss import (
     GeneratorForTraining,
     PathLengthPenalty,
+    blur_images,
+    blur_sigma,
     discriminator_loss,
     generator_loss,
     lazy_adam_hparams,
 )
 from training.numerics import StepGuard
-from training.pace import SmoothedRate, SpeedWarmUp
+from training.pace import SmoothedRate, SpeedWarmUp, measure_images_per_s, per_kimg, rate_text
 from training.projected import ProjectedDiscriminator
 from training.run_data import is_prepared, link_prepared, record_source, source_changes
 from training.run_dir import CheckpointPaths, RunDir, RunInUse, save_image_grid, to_uint8
@@ -82,6 +85,59 @@ def _distributed() -> tuple[int, int, int]:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         torch.distributed.init_process_group(backend=backend)
     return torch.distributed.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), world
+
+
+def discriminator_for(G: nn.Module) -> Discriminator:
+    """A fresh StyleGAN2 discriminator for G (NVIDIA's StyleGAN3 trains with it too), as wide as G's own
+    settings say: a StyleGAN3 config R doubles G's channels, not D's."""
+    if getattr(G, "family", "stylegan2") == "stylegan3":
+        kw = G.init_kwargs
+        halve = 2 if kw.get("use_radial_filters") else 1
+        base, widest = kw.get("channel_base", 32768) // halve, kw.get("channel_max", 512) // halve
+        clamp = kw.get("conv_clamp", 256)  # the StyleGAN3 code's default, which its D shares
+    else:
+        sk = G.init_kwargs["synthesis_kwargs"]
+        base, widest, clamp = sk.get("channel_base", 32768), sk.get("channel_max", 512), sk.get("conv_clamp")
+    return Discriminator(0, G.img_resolution, G.img_channels, channel_base=base, channel_max=widest, conv_clamp=clamp)
+
+
+def ready_to_train(device: torch.device, *nets: nn.Module) -> None:
+    """Networks in training mode on `device`, gradients off until a phase turns them on; on a CPU
+    channels-last (oneDNN convolves, backward above all, faster so: benchmarks/train.py)."""
+    for net in nets:
+        net.train().requires_grad_(False).to(device)
+        if device.type == "cpu":
+            net.to(memory_format=torch.channels_last)
+
+
+def step_probe(G: nn.Module, D: nn.Module, device: torch.device, dtype: torch.dtype | None, images: int = 2):
+    """One training step's work on `images` images, for `measure_images_per_s`: G's pass through D and its
+    backward, new fakes and D on them and on reals, and D's backward (lazy R1 left out: a sixteenth of steps).
+    Weights, their EMAs and the run's random streams stay as they were."""
+    with torch.random.fork_rng(devices=[]):
+        z = torch.randn([images, G.z_dim], device=device)
+    reals = torch.zeros([images, G.img_channels, G.img_resolution, G.img_resolution], device=device)
+
+    def unchanged(img: torch.Tensor) -> torch.Tensor:
+        return img
+
+    def step() -> None:
+        G.requires_grad_(True)
+        with autocast(device, dtype):
+            loss = generator_loss(D, G(z), None, unchanged)
+        loss.backward()
+        G.requires_grad_(False)
+        D.requires_grad_(True)
+        with torch.no_grad(), autocast(device, dtype):
+            fake = G(z)
+        with autocast(device, dtype):
+            loss, _, _ = discriminator_loss(D, fake, reals, None, unchanged, r1_gamma=0.0, r1_gain=0.0)
+        loss.backward()
+        D.requires_grad_(False)
+        for p in (*G.parameters(), *D.parameters()):
+            p.grad = None
+
+    return step
 
 
 @dataclass(frozen=True)
@@ -226,14 +282,16 @@ class Trainer:
                 message="the base model has no discriminator: starting a fresh one, so the first kimg are rougher"
                 + (" (none of its blocks frozen: it has learnt nothing to keep)" if self.config.freeze_d else ""),
             )
-        sk = G.init_kwargs["synthesis_kwargs"]
-        return Discriminator(
-            0,
-            G.img_resolution,
-            G.img_channels,
-            channel_base=sk.get("channel_base", 32768),
-            channel_max=sk.get("channel_max", 512),
-            conv_clamp=sk.get("conv_clamp"),
+        return discriminator_for(G)
+
+    def _warn_cpu_speed(self, G: nn.Module, D: nn.Module) -> None:
+        """A StyleGAN3 trains several times slower than a StyleGAN2 of its size: say how slow, measured."""
+        rate = measure_images_per_s(step_probe(G, D, self.device, self.dtype), images=2)
+        self.emit(
+            "warning",
+            cpu_images_per_s=rate,
+            message=f"StyleGAN3 on the CPU: a measured step gives about {rate_text(rate)} img/s, so 1 kimg takes "
+            f"about {per_kimg(rate)}",
         )
 
     def _choose_width(self, dataset_size: int) -> TrainConfig:
@@ -337,12 +395,16 @@ class Trainer:
         self.model_D = D  # the StyleGAN D that the run's model files hold
         if cfg.discriminator == "projected":  # small: always starts fresh, from the run's seed
             D = ProjectedDiscriminator(cfg.projected_size, seed=cfg.seed)
-        for net in (G, D, G_ema):
-            net.train().requires_grad_(False).to(self.device)
-        G_ema.eval()
-        if self.device.type == "cpu":  # oneDNN convolves (backward above all) faster channels-last: benchmarks/train.py
-            for net in (G, D):
-                net.to(memory_format=torch.channels_last)
+        ready_to_train(self.device, G, D)
+        G_ema.requires_grad_(False).to(self.device).eval()
+        self.family = getattr(G, "family", "stylegan2")
+        if self.family == "stylegan3":
+            # NVIDIA's rate for the layers' input-magnitude EMAs: a half-life of 20 kimg whatever the batch.
+            for name in G.synthesis.layer_names:
+                getattr(G.synthesis, name).magnitude_ema_beta = 0.5 ** (cfg.batch / 20_000)
+            if self.device.type == "cpu" and self.rank == 0:
+                self._warn_cpu_speed(G, D)
+        self.pl_weight = cfg.resolved_pl_weight(self.family)
         frozen = {id(p) for block in (D.blocks()[:freeze_d] if freeze_d else []) for p in block.parameters()}
         d_trainable = [p for p in D.parameters() if id(p) not in frozen]
         frozen_g = {id(p) for p in G.mapping.parameters()} if cfg.freeze_mapping else set()
@@ -351,8 +413,8 @@ class Trainer:
         augment = build_augment(cfg.aug, preset=cfg.ada_preset, p=0.0, policy=cfg.diffaug_policy).to(self.device)
         ada = AdaController(target=cfg.ada_target, adjust_kimg=cfg.ada_kimg) if cfg.aug == "ada" else None
 
-        r1_gamma = cfg.resolved_r1_gamma(resolution)
-        g_lr, g_betas = lazy_adam_hparams(cfg.g_lr, cfg.pl_interval) if cfg.pl_weight > 0 else (cfg.g_lr, (0.0, 0.99))
+        r1_gamma = cfg.resolved_r1_gamma(resolution, self.family)
+        g_lr, g_betas = lazy_adam_hparams(cfg.g_lr, cfg.pl_interval) if self.pl_weight > 0 else (cfg.g_lr, (0.0, 0.99))
         d_lr, d_betas = lazy_adam_hparams(cfg.d_lr, cfg.r1_interval) if r1_gamma > 0 else (cfg.d_lr, (0.0, 0.99))
         opt_G = torch.optim.Adam(g_trainable, lr=g_lr, betas=g_betas, eps=1e-8)
         opt_D = torch.optim.Adam(d_trainable, lr=d_lr, betas=d_betas, eps=1e-8)
@@ -363,7 +425,8 @@ class Trainer:
         if self.resume:
             cur_nimg, step = self._restore(G, D, G_ema, augment, ada, opt_G, opt_D, pl)
 
-        G_train = GeneratorForTraining(G, cfg.style_mixing)
+        style_mixing = cfg.resolved_style_mixing(self.family)
+        G_train = GeneratorForTraining(G, style_mixing)
         ddp_G, ddp_D = G_train, D
         if self.world > 1:
             # DDP registers the parameters that require grad when it wraps; they are toggled per phase later.
@@ -405,6 +468,10 @@ class Trainer:
             discriminator=cfg.discriminator,
             preset=cfg.preset,
             preset_reason=cfg.preset_reason,
+            family=self.family,
+            pl_weight=self.pl_weight,
+            style_mixing=style_mixing,
+            blur_init_sigma=cfg.blur_init_sigma,
         )
         if len(dataset) < 1000:
             self.emit(
@@ -431,7 +498,8 @@ class Trainer:
                 break
             reals = torch.stack([dataset[next(data_iter)][0] for _ in range(batch_local)]).to(self.device)
             reals = reals.float() / 127.5 - 1
-            losses = self._step(step, reals, parts, micro, rounds, r1_gamma)
+            blur = blur_sigma(cur_nimg, cfg.blur_init_sigma, cfg.resolved_blur_fade_kimg())
+            losses = self._step(step, reals, parts, micro, rounds, r1_gamma, blur)
             if (report := self.guard.end_step(losses)) is not None:
                 self.emit("warning", step=step, **report)
                 self.dtype = self.guard.dtype  # fp32 from the next step on, if it fell back
@@ -534,11 +602,13 @@ class Trainer:
         return total_nimg
 
     def _step(
-        self, step: int, reals: torch.Tensor, parts: _Parts, micro: int, rounds: int, r1_gamma: float
+        self, step: int, reals: torch.Tensor, parts: _Parts, micro: int, rounds: int, r1_gamma: float, blur: float
     ) -> dict[str, torch.Tensor]:
+        """One step; `blur` is the sigma of StyleGAN3's blur of every image D sees (0: none)."""
         cfg = self.config
         G_train, ddp_G, ddp_D, D = parts.G_train, parts.ddp_G, parts.ddp_D, parts.D
-        augment, ada, opt_G, opt_D, pl = parts.augment, parts.ada, parts.opt_G, parts.opt_D, parts.pl
+        ada, opt_G, opt_D, pl = parts.ada, parts.opt_G, parts.opt_D, parts.pl
+        augment = parts.augment if blur <= 0 else lambda img: parts.augment(blur_images(img, blur))
         G = G_train.G
         z_dim = G.z_dim
         losses: dict[str, torch.Tensor] = {}  # detached: reading them here would sync with a GPU every step
@@ -555,7 +625,7 @@ class Trainer:
         for p in parts.g_trainable:
             p.requires_grad_(True)
         opt_G.zero_grad(set_to_none=True)
-        do_pl = cfg.pl_weight > 0 and step % cfg.pl_interval == 0
+        do_pl = self.pl_weight > 0 and step % cfg.pl_interval == 0
         passes = ["main"] * rounds + (["pl"] * rounds if do_pl else [])
         for i, kind in enumerate(passes):
             z = torch.randn([micro, z_dim], device=self.device)
@@ -575,7 +645,7 @@ class Trainer:
                     # The penalty does not depend on some parameters (the RGB biases); the zero term
                     # keeps them in the graph so DDP's reducer sees a gradient for every parameter.
                     zero = pl_fake[:, 0, 0, 0].sum() * 0
-                    self.guard.backward((penalty * cfg.pl_weight * cfg.pl_interval + zero) / rounds)
+                    self.guard.backward((penalty * self.pl_weight * cfg.pl_interval + zero) / rounds)
                     losses["pl_length"] = losses.get("pl_length", 0.0) + pl_len / rounds
         G.requires_grad_(False)
         self.guard.step("G", opt_G)

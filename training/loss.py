@@ -1,4 +1,5 @@
-"""StyleGAN2-ADA losses: non-saturating logistic (or hinge) loss, lazy R1, style mixing, path-length regularisation."""
+"""StyleGAN2-ADA losses: non-saturating logistic (or hinge) loss, lazy R1, style mixing, path-length regularisation;
+and StyleGAN3's blur of the images D sees."""
 
 from __future__ import annotations
 
@@ -8,16 +9,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.ops import upfirdn2d
 from models.stylegan2 import Generator
 
 
 class GeneratorForTraining(nn.Module):
-    """G's training forward (mapping, style mixing, synthesis) as one module, so DDP sees a single forward."""
+    """G's training forward (mapping, style mixing, synthesis) as one module, so DDP sees a single forward.
+
+    `update_emas` updates the mapping's w average and, in a StyleGAN3, each synthesis layer's `magnitude_ema`
+    (the running input magnitude that normalises its convolution)."""
 
     def __init__(self, G: Generator, style_mixing: float):
         super().__init__()
         self.G = G
         self.style_mixing = style_mixing
+        self.synthesis_emas = getattr(G, "family", "stylegan2") == "stylegan3"
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None, update_emas: bool = False):
         ws = self.G.mapping(z, c, update_emas=update_emas)
@@ -31,8 +37,24 @@ class GeneratorForTraining(nn.Module):
             ws = torch.where(keep, ws, mixed)
         if torch.is_grad_enabled() and not ws.requires_grad:  # a frozen mapping network: path-length
             ws = ws.detach().requires_grad_(True)  # regularisation still differentiates the image by ws
-        img = self.G.synthesis(ws, noise_mode="random")
+        emas = {"update_emas": update_emas} if self.synthesis_emas else {}
+        img = self.G.synthesis(ws, noise_mode="random", **emas)
         return img, ws
+
+
+def blur_sigma(nimg: int, init_sigma: float, fade_kimg: float) -> float:
+    """StyleGAN3's blur schedule: `init_sigma` pixels at the start, fading linearly to 0 at `fade_kimg`."""
+    return max(1 - nimg / (fade_kimg * 1000), 0.0) * init_sigma
+
+
+def blur_images(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """NVIDIA's StyleGAN3 blur: taps 2^-(x/sigma)² for |x| ≤ 3·sigma, normalised, zero-padded to the same size."""
+    radius = math.floor(sigma * 3)
+    if radius <= 0:
+        return img
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float32).div(sigma).square().neg().exp2()
+    f = taps.outer(taps)
+    return upfirdn2d(img, f / f.sum(), padding=(radius, radius, radius, radius))
 
 
 def generator_loss(

@@ -9,6 +9,37 @@ its length once (recorded in config.json), so a resumed run trains to the same l
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
+
+
+def per_kimg(images_per_s: float) -> str:
+    """How long a thousand images take at this speed, in words: "40 s", "12 min", "3.5 h"."""
+    seconds = 1000 / images_per_s
+    if seconds >= 90 * 60:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def rate_text(images_per_s: float) -> str:
+    return f"{images_per_s:.0f}" if images_per_s >= 10 else f"{images_per_s:.2g}"
+
+
+def measure_images_per_s(step: Callable[[], None], images: int, min_s: float = 1.0, long_s: float = 10.0) -> float:
+    """The speed of `step` (one training step's work on `images` images): after a first, untimed call (one-off
+    set-up: allocations, kernels, filter matrices), the average of calls made for at least `min_s`. A first call
+    longer than `long_s` (a big network on a CPU, whose one-off costs are small beside it) is the measurement,
+    so that measuring stays quick."""
+    start = time.perf_counter()
+    step()
+    first = time.perf_counter() - start
+    if first >= long_s:
+        return images / first
+    calls, start = 0, time.perf_counter()
+    while (spent := time.perf_counter() - start) < min_s:
+        step()
+        calls += 1
+    return images * calls / spent
 
 
 class SmoothedRate:

@@ -20,9 +20,12 @@ from typing import Any
 
 import torch
 
+from models.checkpoints import load_checkpoint
 from models.device import select_precision
 from studio.engine.paths import user_data_dir
 from training.config import ConfigError, TrainConfig
+from training.loop import discriminator_for, ready_to_train, step_probe
+from training.pace import measure_images_per_s
 from training.run_dir import RunDir
 
 __all__ = [
@@ -30,6 +33,7 @@ __all__ = [
     "ConfigError",
     "EventReader",
     "RunInfo",
+    "cpu_finetune_images_per_s",
     "format_kimg",
     "list_runs",
     "new_run_dir",
@@ -58,6 +62,17 @@ def cpu_training_precision(choice: str) -> str:
     except ValueError:
         return "fp32"
     return "bf16" if dtype is torch.bfloat16 else "fp32"
+
+
+def cpu_finetune_images_per_s(model_path: Path, precision: str) -> float:
+    """How fast fine-tuning this model trains on this CPU in `precision` ("bf16" or "fp32"), measured on a step
+    of its own G and D (a fresh one if the file has none), as the run itself measures it before it starts."""
+    bundle = load_checkpoint(model_path)
+    G = bundle.G if bundle.G is not None else bundle.G_ema
+    D = bundle.D if bundle.D is not None else discriminator_for(G)
+    cpu = torch.device("cpu")
+    ready_to_train(cpu, G, D)
+    return measure_images_per_s(step_probe(G, D, cpu, select_precision(cpu, precision)), images=2)
 
 
 def runs_root() -> Path:

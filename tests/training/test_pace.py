@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from training import pace as pace_module
 from training.pace import SmoothedRate, SpeedWarmUp
 
 
@@ -57,3 +58,27 @@ def test_warm_up_skips_the_first_steps_then_fits_the_budget():
         clock += 0.1
         nimg += 8
     assert measured[1] == nimg
+
+
+class FakeClock:
+    """`time.perf_counter` for `measure_images_per_s`: each call of `step` takes the next of `durations`."""
+
+    def __init__(self, durations: list[float]):
+        self.now, self.durations, self.calls = 0.0, list(durations), 0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def step(self) -> None:
+        self.now += self.durations[min(self.calls, len(self.durations) - 1)]
+        self.calls += 1
+
+
+def test_measured_speed_skips_the_first_call_unless_it_is_long(monkeypatch):
+    clock = FakeClock([3.0, 0.25, 0.3, 0.2, 0.25])  # a slow first call (set-up), then steps of 0.2-0.3 s
+    monkeypatch.setattr(pace_module.time, "perf_counter", clock.perf_counter)
+    assert pace_module.measure_images_per_s(clock.step, images=2, min_s=1.0) == pytest.approx(2 * 4 / 1.0)
+    assert clock.calls == 5
+    clock = FakeClock([40.0, 1.0])  # a big network: its one step is the measurement
+    monkeypatch.setattr(pace_module.time, "perf_counter", clock.perf_counter)
+    assert pace_module.measure_images_per_s(clock.step, images=2) == pytest.approx(2 / 40.0) and clock.calls == 1

@@ -42,6 +42,7 @@ from studio.engine.runs import (
     ConfigError,
     EventReader,
     RunInfo,
+    cpu_finetune_images_per_s,
     cpu_training_precision,
     format_kimg,
     list_runs,
@@ -60,6 +61,7 @@ from studio.ui.widgets.charts import LineChart
 from studio.ui.workers import TaskRunner
 from training.config import PRESETS as RECIPE_VALUES
 from training.config import TrainConfig
+from training.pace import per_kimg, rate_text
 
 SCRATCH = "scratch"
 CUSTOM_LENGTH = "custom"  # the Length choice that takes kimg from Advanced instead of a time budget
@@ -116,6 +118,9 @@ class TrainPanel(QWidget):
         self._run_notes: list[str] = []  # warnings of the run on show (its own, and augment p)
         self._base_pick: str | None = None  # the base the artist chose; until then it follows Explore's model
         self._edited: set[str] = set()  # RECIPE_FIELDS the artist changed: they no longer follow the recipe
+        # Measured CPU fine-tuning speeds of StyleGAN3 bases, by (library id, precision): img/s, or None while
+        # measuring, or the error text of a measurement that failed.
+        self._cpu_speeds: dict[tuple[str, str], float | str | None] = {}
         self.sample_image = QImage()
 
         # The content scrolls when the dock is shorter than it needs (a wrapped warning, five charts), instead
@@ -503,8 +508,43 @@ class TrainPanel(QWidget):
                     f"The base model is {base_resolution} px and the dataset {info.resolution} px: the "
                     "images will be prepared again at the model's size, which changes them a lot."
                 )
+        speed = self._stylegan3_speed_note()
+        if speed:
+            notes.append(speed)
         self._choice_notes = notes
         self._show_warnings()
+
+    def _stylegan3_speed_note(self) -> str | None:
+        """For a StyleGAN3 base on a CPU, how slowly it trains here: measured once per model and precision on a
+        worker thread (a training step of its own networks), as the run measures it again before it starts."""
+        base = self.base.currentData()
+        if base in (None, SCRATCH) or self._device_type() != "cpu":
+            return None
+        entry = self.library.get(base)
+        if entry.meta.get("family") != "stylegan3":
+            return None
+        key = (base, cpu_training_precision(self.precision.currentText()))
+        if key not in self._cpu_speeds:
+            self._cpu_speeds[key] = None
+
+            def measured(result: float | str) -> None:
+                self._cpu_speeds[key] = result
+                self.update_warnings()
+
+            self.tasks.start(
+                lambda _task: cpu_finetune_images_per_s(entry.path, key[1]),
+                on_finished=measured,
+                on_failed=lambda text: measured(f"its speed could not be measured ({text})"),
+            )
+        speed = self._cpu_speeds[key]
+        if speed is None:
+            return "StyleGAN3 trains slowly on a CPU: measuring a training step of this model…"
+        if isinstance(speed, str):
+            return f"StyleGAN3 trains slowly on a CPU; {speed}."
+        return (
+            f"StyleGAN3 trains slowly on a CPU: a measured step of this model gives about {rate_text(speed)} img/s "
+            f"here ({key[1]}), so 1 kimg takes about {per_kimg(speed)}."
+        )
 
     def _show_warnings(self) -> None:
         notes = self.warning_texts()

@@ -9,23 +9,13 @@ from typing import Any
 from PySide6.QtWidgets import QComboBox, QLabel
 
 from training.config import CPU_REFERENCE_IMAGES_PER_S, NetworkWidth, auto_width, estimate_images_per_s, full_width
+from training.pace import per_kimg, rate_text
 
 AUTO, FULL = "auto", "full"
 
 
 def describe_width(width: NetworkWidth) -> str:
     return f"{width.channel_max} channels at most, z/w {width.z_dim}"
-
-
-def per_kimg(images_per_s: float) -> str:
-    seconds = 1000 / images_per_s
-    if seconds >= 90 * 60:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
-
-
-def rate_text(images_per_s: float) -> str:
-    return f"{images_per_s:.0f}" if images_per_s >= 10 else f"{images_per_s:.2g}"
 
 
 class WidthChoice:

@@ -283,7 +283,7 @@ class Recipe:
     reason: str
 
 
-def recommend_recipe(base_is_scratch: bool, dataset_images: int, device_type: str, budget_s: float | None) -> Recipe:
+def recommend_recipe(base_is_scratch: bool, dataset_images: int) -> Recipe:
     """The preset for a run, from what is known when it starts. The whole rule table:
 
     - from scratch: "scratch" (StyleGAN2-ADA's recipe);
@@ -291,8 +291,8 @@ def recommend_recipe(base_is_scratch: bool, dataset_images: int, device_type: st
       mapping network frozen, ADA): with that few, a free D memorises them and G collapses onto them;
     - any other fine-tune: DEFAULT_FINETUNE_RECIPE, the one benchmarks/quality.py measures better.
 
-    The device and the time budget do not change the choice yet: nothing measured says they should (the quality
-    benchmark compares the recipes at equal CPU time); they are the inputs such a rule would read.
+    The device and the time budget do not change the choice: nothing measured says they should (the quality
+    benchmark compares the recipes at equal CPU time).
     """
     if base_is_scratch:
         return Recipe("scratch", "a run from scratch")
@@ -302,11 +302,11 @@ def recommend_recipe(base_is_scratch: bool, dataset_images: int, device_type: st
     return Recipe(DEFAULT_FINETUNE_RECIPE, f"{dataset_images} images, {FEW_IMAGES} or more")
 
 
-def resolve_preset(config: TrainConfig, dataset_images: int, device_type: str) -> TrainConfig:
+def resolve_preset(config: TrainConfig, dataset_images: int) -> TrainConfig:
     """`config` with an AUTO_PRESET replaced by the chosen preset's values (explicit values kept); others as is."""
     if config.preset != AUTO_PRESET:
         return config
-    recipe = recommend_recipe(config.base == "scratch", dataset_images, device_type, config.time_budget_s)
+    recipe = recommend_recipe(config.base == "scratch", dataset_images)
     resolved = TrainConfig.from_dict(
         {
             **config.to_dict(),

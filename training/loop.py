@@ -307,7 +307,7 @@ class Trainer:
     def _choose_recipe(self, dataset_size: int) -> TrainConfig:
         """Resolve an auto preset from the dataset's size (`recommend_recipe`) and record it, so a resumed run
         (on any device) keeps the recipe it started with."""
-        cfg = resolve_preset(self.config, dataset_size, self.device.type)
+        cfg = resolve_preset(self.config, dataset_size)
         if cfg != self.config:
             self.config = cfg
             self._on_rank0(lambda: self.config.dump(self.run.config_path))

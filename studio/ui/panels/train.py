@@ -423,15 +423,9 @@ class TrainPanel(QWidget):
             return None
 
     def _update_recipe(self) -> None:
-        """Auto's pick for the start, dataset and device; the Advanced options the artist left follow the recipe."""
+        """Auto's pick for the start and dataset; the Advanced options the artist left follow the recipe."""
         info = self._dataset_info()
-        length = self.preset.currentData()
-        self.recipe.update(
-            self.base.currentData() == SCRATCH,
-            None if info is None else self._images(info),
-            self._device_type(),
-            None if length == CUSTOM_LENGTH else float(length),
-        )
+        self.recipe.update(self.base.currentData() == SCRATCH, None if info is None else self._images(info))
         values = recipe_values(self.recipe.preset())
         for widget in (self.g_lr, self.d_lr, self.aug, self.freeze_d):
             widget.blockSignals(True)

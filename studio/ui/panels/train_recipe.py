@@ -1,4 +1,4 @@
-"""The Train panel's recipe choice: Auto (what `recommend_recipe` picks for this start, dataset and device, and
+"""The Train panel's recipe choice: Auto (what `recommend_recipe` picks for this start and dataset, and
 why) or one of the training presets by an artist-readable name."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox, QLabel
 
-from training.config import AUTO_PRESET, recommend_recipe
+from training.config import AUTO_PRESET, FEW_IMAGES, recommend_recipe
 
 # Each preset's name in the panel, what it does in a line (the note under the combo), and more (its tooltip).
 RECIPES: dict[str, tuple[str, str, str]] = {
@@ -53,14 +53,14 @@ class RecipeChoice:
         # Two lines, always: a form row measures a wrapped label at some narrower width and keeps that height.
         self.note.setFixedHeight(2 * self.note.fontMetrics().lineSpacing() + 6)
         self.note.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
-        self._auto = recommend_recipe(True, 0, "cpu", None)
+        self._auto = recommend_recipe(True, 0)
         self._scratch: bool | None = None
         self._auto_note = ""
 
-    def update(self, scratch: bool, images: int | None, device_type: str, budget_s: float | None) -> None:
-        """Re-decide Auto for this start, dataset size (None: no dataset chosen) and device; list the recipes that
-        fit, keeping the artist's choice where it still does."""
-        self._auto = recommend_recipe(scratch, images or 0, device_type, budget_s)
+    def update(self, scratch: bool, images: int | None) -> None:
+        """Re-decide Auto for this start and dataset size (None: no dataset chosen); list the recipes that fit,
+        keeping the artist's choice where it still does."""
+        self._auto = recommend_recipe(scratch, images or 0)
         if scratch != self._scratch:
             self._scratch = scratch
             chosen = self.combo.currentData()
@@ -76,7 +76,9 @@ class RecipeChoice:
         label, line, more = RECIPES[self._auto.preset]
         if images is None and not scratch:  # a fine-tune's recipe depends on the dataset's size
             self.combo.setItemText(0, "Auto (by the dataset's size)")
-            self._auto_note = "Chosen by the dataset's size: fewer than 100 images get the few-image fine-tune."
+            self._auto_note = (
+                f"Chosen by the dataset's size: fewer than {FEW_IMAGES} images get the few-image fine-tune."
+            )
             tip = self._auto_note
         else:
             size = "" if scratch else f" ({images:,} images)"

@@ -10,11 +10,9 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
-from models.seeds import z_from_seed
 from studio.engine.recipe import make_recipe, read_recipe, write_png_with_recipe
 from studio.engine.state import RenderState
-from tests.models import sg3_reference as ref
-from tests.studio.ui_support import WAIT_MS, canvas, drop, engine_render, settle
+from tests.studio.ui_support import WAIT_MS, canvas, engine_render, open_stylegan3, settle
 
 pytestmark = pytest.mark.usefixtures("event_loop_cycled")  # after test_ui_export's app.exec()
 
@@ -22,12 +20,8 @@ SHOTS = os.environ.get("GAN_STUDIO_SHOTS")  # a folder to keep the screenshot in
 
 
 def test_stylegan3_pickle_opens_with_translate_and_rotate_sliders(qtbot, empty_home, tmp_path, make_window):
-    G = ref.make_sg3(seed=2, shown=z_from_seed(0, 16))  # the window opens on seed 0
-    path = ref.sg3_pickle(tmp_path, tmp_path / "side-effect", G, name="alias-free.pkl")
     window = make_window()
-    drop(window, path)
-    qtbot.waitUntil(lambda: "alias-free" in window.models_panel.names(), timeout=WAIT_MS)
-    settle(qtbot, window)
+    open_stylegan3(qtbot, tmp_path, window)
     explore, controller = window.explore_panel, window.controller
     assert controller.session.meta.family == "stylegan3"
     assert explore.camera.isVisibleTo(window)
@@ -80,12 +74,8 @@ def test_stylegan2_models_hide_the_camera(qtbot, window):
 
 
 def test_stylegan3_drag_shows_previews_of_a_lower_layer_then_the_full_image(qtbot, empty_home, tmp_path, make_window):
-    G = ref.make_sg3(seed=2, resolution=128, shown=z_from_seed(0, 16))
-    path = ref.sg3_pickle(tmp_path, tmp_path / "side-effect", G, name="alias-free-128.pkl")
     window = make_window()
-    drop(window, path)
-    qtbot.waitUntil(lambda: "alias-free-128" in window.models_panel.names(), timeout=WAIT_MS)
-    settle(qtbot, window)
+    open_stylegan3(qtbot, tmp_path, window, name="alias-free-128", resolution=128)
     controller = window.controller
     assert controller.session.preview_resolution == 64
     shown = []

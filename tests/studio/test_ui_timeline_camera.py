@@ -14,13 +14,11 @@ from PIL import Image
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import QScrollArea
 
-from models.seeds import z_from_seed
 from studio.engine.recipe import read_recipe
 from studio.engine.state import RenderState
 from studio.engine.timeline import Keyframe, Timeline
 from studio.engine.timeline_export import save_timeline
-from tests.models import sg3_reference as ref
-from tests.studio.ui_support import WAIT_MS, canvas, drop, engine_render, settle
+from tests.studio.ui_support import WAIT_MS, canvas, engine_render, open_stylegan3, settle
 
 pytestmark = pytest.mark.usefixtures("event_loop_cycled")  # after test_ui_export's app.exec()
 
@@ -36,12 +34,8 @@ def page_up(qtbot, window, slider) -> None:
 
 
 def test_camera_keyframes_pan_and_turn_an_exported_sequence(qtbot, empty_home, tmp_path, make_window):
-    G = ref.make_sg3(seed=2, shown=z_from_seed(0, 16))  # the window opens on seed 0
-    path = ref.sg3_pickle(tmp_path, tmp_path / "side-effect", G, name="alias-free.pkl")
     window = make_window()
-    drop(window, path)
-    qtbot.waitUntil(lambda: "alias-free" in window.models_panel.names(), timeout=WAIT_MS)
-    settle(qtbot, window)
+    open_stylegan3(qtbot, tmp_path, window)
     controller, camera, panel = window.controller, window.explore_panel.camera, window.timeline_panel
     assert camera.isVisibleTo(window)
     column = camera.parentWidget()

@@ -10,10 +10,12 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
+from models.seeds import z_from_seed
 from studio.engine.session import Session
 from studio.engine.state import RenderState
 from studio.ui.images import to_array
 from studio.ui.main_window import MainWindow
+from tests.models import sg3_reference as ref
 
 WAIT_MS = 30_000
 
@@ -43,3 +45,12 @@ def settle(qtbot, window: MainWindow) -> None:
 def engine_render(window: MainWindow, state: RenderState) -> np.ndarray:
     """The engine's pixels for `state`, from a session of its own (not the window's)."""
     return Session(window.controller.entry).render(state)
+
+
+def open_stylegan3(qtbot, tmp_path: Path, window: MainWindow, name: str = "alias-free", resolution: int = 32) -> None:
+    """Drop a tiny StyleGAN3 pickle on `window`, made so that seed 0, where the window opens, has contrast; wait
+    until it is imported, opened and rendered."""
+    G = ref.make_sg3(seed=2, resolution=resolution, shown=z_from_seed(0, 16))
+    drop(window, ref.sg3_pickle(tmp_path, tmp_path / "side-effect", G, name=f"{name}.pkl"))
+    qtbot.waitUntil(lambda: name in window.models_panel.names(), timeout=WAIT_MS)
+    settle(qtbot, window)

@@ -19,9 +19,10 @@ the same EfficientNet-Lite0 as the projected discriminator, which trains G in th
 flatters that recipe; C2ST and the colour gap do not share it.
 `--measure-only` measures the kept models of the last run again (e.g. once `c2st` is there).
 
-Writes to --work: results.json, a chart fd-vs-cpu.png, and sample grids (seeds 0-31, as the training runs draw
-them) of the base model and of each recipe's last checkpoint. `--threads` is each process's thread count; one
-thread keeps CPU-time accounting honest on a loaded machine (OpenMP threads spin while they wait for a core).
+Writes to --work: results.json, charts fd-vs-cpu.png and c2st-vs-cpu.png, and sample grids (seeds 0-31, as the
+training runs draw them) of the base model and of each recipe's last checkpoint. `--threads` is each process's
+thread count; one thread keeps CPU-time accounting honest on a loaded machine (OpenMP threads spin while they wait
+for a core).
 """
 
 from __future__ import annotations
@@ -206,6 +207,15 @@ def save_grid(path: Path, model: Path) -> None:
     save_image_grid(render(G, z), 8, path)
 
 
+def round_ticks(low: float, high: float, count: int = 8) -> list[float]:
+    """About `count` tick values in [low, high] on a 1-2-5 step, so that each label is exact where it stands."""
+    rough = (high - low) / count
+    magnitude = 10 ** np.floor(np.log10(rough))
+    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= rough)
+    first = np.ceil(low / step) * step
+    return [round(float(value), 10) for value in np.arange(first, high + step * 1e-9, step)]
+
+
 def line_chart(
     series: dict[str, list[tuple[float, float]]], path: Path, x_label: str, y_label: str, floor: float | None = None
 ) -> None:
@@ -225,14 +235,14 @@ def line_chart(
         )
 
     draw.rectangle([left, top, width - right, height - bottom], outline=(0, 0, 0))
-    for i in range(6):
-        x, y = x_max * i / 5, y_min + (y_max - y_min) * i / 5
+    for x in round_ticks(0, x_max):
         px, _ = at(x, y_min)
-        _, py = at(0, y)
         draw.line([px, height - bottom, px, height - bottom + 5], fill=(0, 0, 0))
-        draw.text((px - 10, height - bottom + 8), f"{x:.1f}", fill=(0, 0, 0))
+        draw.text((px - 10, height - bottom + 8), f"{x:g}", fill=(0, 0, 0))
+    for y in round_ticks(y_min, y_max):
+        _, py = at(0, y)
         draw.line([left - 5, py, left, py], fill=(0, 0, 0))
-        draw.text((5, py - 6), f"{y:.1f}", fill=(0, 0, 0))
+        draw.text((5, py - 6), f"{y:g}", fill=(0, 0, 0))
     draw.text(((width - len(x_label) * 6) / 2, height - 25), x_label, fill=(0, 0, 0))
     draw.text((left + 8, top + 6), y_label, fill=(0, 0, 0))
     if floor is not None:
@@ -289,6 +299,8 @@ def main() -> None:
 
         with ThreadPoolExecutor(max_workers=1 if args.one_at_a_time else len(specs)) as pool:
             runs = list(pool.map(train_recipe, specs))
+        # The training record goes to disk first: an hour of training must survive a failed measurement.
+        (args.work / "results.json").write_text(json.dumps({"threads": args.threads, "runs": runs}, indent=2))
 
     print(f"measuring {sum(len(r['kept']) for r in runs) + 1} models against {args.n} real images", flush=True)
     evaluator = Evaluator(data, args.n)
@@ -318,23 +330,22 @@ def main() -> None:
     if evaluator.floor:
         print(row("floor: two halves of the data", 0, 0, evaluator.floor))
     for run in runs:
+        startup = f" (start-up {run['startup_cpu_s']:.1f} CPU-s)" if run["startup_cpu_s"] is not None else ""
         print(
-            f"{run['recipe']}: {run['img_per_cpu_s']:.2f} img per CPU-second "
-            f"(start-up {run['startup_cpu_s']:.1f} CPU-s), median {run['img_per_wall_s']:.2f} img/s wall"
+            f"{run['recipe']}: {run['img_per_cpu_s']:.2f} img per CPU-second{startup}, "
+            f"median {run['img_per_wall_s']:.2f} img/s wall"
         )
 
-    series = {
-        run["recipe"]: [(0.0, before["fd_effnet"])] + [(p["cpu_s"] / 60, p["fd_effnet"]) for p in run["kept"]]
-        for run in runs
-    }
-    chart = args.work / "fd-vs-cpu.png"
-    line_chart(
-        series,
-        chart,
-        f"training process CPU minutes ({args.threads} thread(s))",
-        f"FD-EffNet vs Noto Color Emoji (n={args.n}, lower is better)",
-        evaluator.floor["fd_effnet"] if evaluator.floor else None,
-    )
+    def chart(metric: str, path: Path, y_label: str) -> None:
+        series = {
+            run["recipe"]: [(0.0, before[metric])] + [(p["cpu_s"] / 60, p[metric]) for p in run["kept"]] for run in runs
+        }
+        floor = evaluator.floor[metric] if evaluator.floor else None
+        line_chart(series, path, f"training process CPU minutes ({args.threads} thread(s))", y_label, floor)
+
+    chart("fd_effnet", args.work / "fd-vs-cpu.png", f"FD-EffNet vs Noto Color Emoji (n={args.n}, lower is better)")
+    if has_c2st:
+        chart("c2st", args.work / "c2st-vs-cpu.png", f"C2ST accuracy vs Noto Color Emoji (n={args.n}, 0.5 is best)")
     results = {
         "n": args.n,
         "threads": args.threads,
@@ -342,11 +353,11 @@ def main() -> None:
         "before": before,
         "floor": evaluator.floor,
         "runs": runs,
-        "chart": str(chart),
+        "charts": [str(path) for path in sorted(args.work.glob("*-vs-cpu.png"))],
         "grid_before": str(args.work / "grid-before.png"),
     }
     (args.work / "results.json").write_text(json.dumps(results, indent=2))
-    print(f"chart {chart}; grids {args.work}/grid-before.png and */grid-after.png; results {args.work}/results.json")
+    print(f"charts and results.json in {args.work}; grids {args.work}/grid-before.png and */grid-after.png")
 
 
 if __name__ == "__main__":

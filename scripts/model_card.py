@@ -102,7 +102,7 @@ This model fine-tuned on Noto Color Emoji (Apache-2.0, Debian's `fonts-noto-colo
 {summary["dataset_size"]} emoji after our importer's checks, composited on white, letterboxed to 64 px) with
 our own tool, for a fixed short budget:
 **{summary["kimg"]:g} kimg, {summary["wall_s"] / 60:.0f} minutes** on the CPU above
-(`bash scripts/finetune_demo.sh`: the `finetune` preset, batch 8, ADA).
+(`bash scripts/finetune_demo.sh`: the `{summary.get("preset", "finetune")}` preset, batch 8).
 
 | vs Noto Color Emoji ({n} images a side) | FD-EffNet | KID-EffNet | precision | recall | C2ST |
 | --- | --- | --- | --- | --- | --- |

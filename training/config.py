@@ -49,8 +49,9 @@ PRESET_FIELDS = sorted({key for values in PRESETS.values() for key in values})
 # Fine-tunes below this many images get the few-image recipe.
 FEW_IMAGES = 100
 # The fine-tune recipe for 100 images and more: "finetune" or "finetune-fast", whichever benchmarks/quality.py
-# measures better. "finetune" until that measurement says otherwise (see the README's figures).
-DEFAULT_FINETUNE_RECIPE = "finetune"
+# measures better. On Noto, 60 CPU-minutes each, finetune-fast led on FD-EffNet and C2ST at every mark, while
+# finetune moved away from the data (the README's "A first fine-tune" has the table).
+DEFAULT_FINETUNE_RECIPE = "finetune-fast"
 DISCRIMINATORS = ("stylegan", "projected")
 PROJECTED_SIZES = (64, 128, 256, 512)  # the projected discriminator's input sizes: its scales are size/4 … size/32
 GAN_LOSSES = ("logistic", "hinge")

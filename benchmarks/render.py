@@ -2,7 +2,7 @@
 contiguous activations, fused vs plain modulation, and the display path (`models.fast_synthesis`, "fast").
 
 Run on demand: `python benchmarks/render.py [--quick] [--resolutions 256,512,1024] [--runs 3] [--threads N]
-[--cuts 256,1024] [--cases "fp32 channels-last,fast fp32"]`;
+[--cuts 256,1024] [--cases "fp32 channels-last,fast fp32"] [--busy-cores K]`;
 `--stylegan3` times StyleGAN3 T and R instead (published widths: T channel_base 32768, channel_max 512; R
 doubled, 1×1 convolutions and radial filters), beside NVIDIA's reference way of running the filtered leaky
 ReLU (zero-stuffed upsampling, then depthwise convolutions) swapped into the same network; with
@@ -47,6 +47,7 @@ from models import stylegan3  # noqa: E402
 from models.device import autocast, cpu_has_fast_bf16, select_device, select_precision  # noqa: E402
 from models.fast_synthesis import FastSynthesis  # noqa: E402
 from models.stylegan2 import Generator  # noqa: E402
+from studio.engine.render_threads import RenderThreads  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Case:
     fused: bool
     fast: bool = False  # the display path instead of the eager network
     compiled: bool = False  # the display path compiled with torch.compile
+    adaptive: bool = False  # the display path on the thread count the studio's renderer picks (RenderThreads)
 
 
 BASELINE = Case("fp32 contiguous", None, False, False)
@@ -74,8 +76,8 @@ FAST_FP32 = Case("fast fp32", None, True, False, fast=True)
 FAST_BF16 = Case("fast bf16", torch.bfloat16, True, False, fast=True)
 # What each precision rendered with in the studio before the display path, for the "vs eager" column.
 EAGER_REFERENCE = {None: FP32_CASES[2], torch.bfloat16: BF16_CASES[0]}
-FP32_CASES.append(FAST_FP32)
-BF16_CASES.append(FAST_BF16)
+FP32_CASES += [FAST_FP32, Case("fast fp32 adaptive threads", None, True, False, fast=True, adaptive=True)]
+BF16_CASES += [FAST_BF16, Case("fast bf16 adaptive threads", torch.bfloat16, True, False, fast=True, adaptive=True)]
 COMPILED_CASES = {
     None: Case("fast fp32 compiled", None, True, False, fast=True, compiled=True),
     torch.bfloat16: Case("fast bf16 compiled", torch.bfloat16, True, False, fast=True, compiled=True),
@@ -102,6 +104,7 @@ def renderer(G: Generator, case: Case, cut: int, device: torch.device) -> Callab
     sync = {"cuda": torch.cuda.synchronize, "mps": torch.mps.synchronize}.get(device.type, lambda: None)
 
     fast = FastSynthesis(G.synthesis, case.dtype) if case.fast else None
+    threads = RenderThreads(most=torch.get_num_threads()) if case.adaptive else None
     if case.compiled:
         with torch.inference_mode():
             ws = G.to_ws(G.z_to_w(z))
@@ -118,7 +121,11 @@ def renderer(G: Generator, case: Case, cut: int, device: torch.device) -> Callab
         if fast is not None:
             fast._cache = None  # every frame from scratch
             with torch.inference_mode():
-                fast(G.to_ws(G.z_to_w(z)), noise_mode="const", stop_at=stop_at)
+                if threads is None:
+                    fast(G.to_ws(G.z_to_w(z)), noise_mode="const", stop_at=stop_at)
+                else:  # on the count it picks, then back to the other cases' count
+                    threads.render(lambda: fast(G.to_ws(G.z_to_w(z)), noise_mode="const", stop_at=stop_at))
+                    torch.set_num_threads(threads.most)
         else:
             with torch.inference_mode(), autocast(device, case.dtype):
                 G.render(z, noise_mode="const", stop_at=stop_at, fused=case.fused)
@@ -310,7 +317,20 @@ def main() -> None:
     parser.add_argument("--stylegan3", action="store_true", help="StyleGAN3 T and R on the CPU instead")
     parser.add_argument("--reference-runs", type=int, default=1, help="StyleGAN3: runs of NVIDIA's reference op")
     parser.add_argument("--compare", metavar="REV", help="StyleGAN3: also time the code of git revision REV")
+    parser.add_argument(
+        "--busy-cores", type=int, default=0, help="keep this many cores busy with spinning processes meanwhile"
+    )
     args = parser.parse_args()
+    # Another program (a training run) holding cores: what live renders meet while an artist trains.
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy_cores)]
+    try:
+        run_benchmarks(args)
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+
+
+def run_benchmarks(args: argparse.Namespace) -> None:
     resolutions = [256] if args.quick else [int(r) for r in args.resolutions.split(",")]
     rounds = 2 if args.quick else args.runs
     bf16_budget = 30.0 if args.quick else args.bf16_budget
@@ -327,7 +347,7 @@ def main() -> None:
     print(
         f"torch {torch.__version__} on {device.type} ({torch.get_num_threads()} threads); "
         f"native bf16: {'no' if emulated_bf16 else 'yes'}; auto precision: {'fp32' if auto is None else auto}; "
-        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, {args.busy_cores} kept busy"
     )
     print("speed-up = baseline median / case median, baseline = fp32 contiguous plain modulation, same run\n")
     print("vs eager (wall, cpu) = the eager channels-last case of the same precision / case, same run")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.fast_synthesis import RenderCancelled
+from studio.engine.render_threads import RenderThreads
 from studio.engine.session import Session
 from studio.engine.state import RenderState
 
@@ -52,6 +53,7 @@ class Renderer:
         self._stopping = False
         self._wake = threading.Condition()
         self.renders = 0  # how many requests were rendered (the rest were coalesced away or stopped early)
+        self.threads = RenderThreads()  # CPU renders: all cores, or one while other work holds some of them
         self._thread = threading.Thread(target=self._run, name="gan-studio-renderer", daemon=True)
         self._thread.start()
 
@@ -117,7 +119,10 @@ class Renderer:
                 with self._wake:
                     if self._session is None:
                         self._session = session
-            image = session.render(state, preview, cancel=lambda: self._superseded(state, preview))
+            def frame() -> np.ndarray:
+                return session.render(state, preview, cancel=lambda: self._superseded(state, preview))
+
+            image = self.threads.render(frame) if session.device.type == "cpu" else frame()
             error = None
         except RenderCancelled:
             return None

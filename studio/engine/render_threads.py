@@ -17,14 +17,15 @@ import torch
 
 log = logging.getLogger(__name__)
 
-# A multi-threaded frame that used less than this share of its threads' time ran on contended cores.
-PARALLEL_EFFICIENCY = 0.75
-# Frames shorter than this say little (thread start-up dominates): they leave the choice as it is.
-MEASURABLE_FRAME_S = 0.02
-# After a contended frame, one thread for this long and at least this many frames, then a frame on all again:
-# a retry on still-busy cores costs one slow frame, so at most one in RETRY_FRAMES + 1 is one.
+# A multi-threaded frame that used less than this share of its threads' time ran on contended cores (measured:
+# 0.95-0.99 on idle cores for frames of 40 ms and more, 0.54 with one of two cores busy).
+PARALLEL_EFFICIENCY = 0.65
+# Shorter frames leave the choice as it is: small frames use threads less well even on idle cores (a 63 ms one
+# used 72 % of two), and contention that matters makes frames slower than this anyway.
+MEASURABLE_FRAME_S = 0.1
+# After a contended frame, one thread for this long, then a frame on all cores again. By time, not by frames:
+# contention that passes (a thumbnail, an export) should not outlast itself by a drag's worth of slow frames.
 FIRST_RETRY_S = 5.0
-RETRY_FRAMES = 8
 LONGEST_RETRY_S = 60.0  # each retry that finds the cores still busy doubles the wait, up to this
 DEFAULT_THREADS = torch.get_num_threads()  # torch's choice (or OMP_NUM_THREADS) before any render changed it
 
@@ -36,19 +37,14 @@ class RenderThreads:
         self.most = most or DEFAULT_THREADS
         self._clock = clock
         self._single_until = 0.0  # the clock time until which frames run on one thread
-        self._single_frames_left = 0  # and the frames that must run on one thread before a retry
         self._retry_s = FIRST_RETRY_S
 
     def count(self) -> int:
-        single = self._clock() < self._single_until or self._single_frames_left > 0
-        return 1 if single else self.most
+        return 1 if self._clock() < self._single_until else self.most
 
     def measured(self, threads: int, wall_s: float, cpu_s: float) -> None:
         """A frame rendered on `threads` threads took `wall_s` seconds and `cpu_s` of the process's CPU time."""
-        if threads <= 1:
-            self._single_frames_left = max(self._single_frames_left - 1, 0)
-            return
-        if wall_s < MEASURABLE_FRAME_S:
+        if threads <= 1 or wall_s < MEASURABLE_FRAME_S:
             return
         efficiency = cpu_s / (wall_s * threads)
         if efficiency >= PARALLEL_EFFICIENCY:
@@ -59,7 +55,6 @@ class RenderThreads:
             threads, 100 * efficiency, self._retry_s,
         )
         self._single_until = self._clock() + self._retry_s
-        self._single_frames_left = RETRY_FRAMES
         self._retry_s = min(2 * self._retry_s, LONGEST_RETRY_S)
 
     def render(self, frame: Callable[[], object]) -> object:

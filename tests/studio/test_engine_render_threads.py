@@ -15,7 +15,6 @@ from studio.engine.render_threads import (
     DEFAULT_THREADS,
     FIRST_RETRY_S,
     LONGEST_RETRY_S,
-    RETRY_FRAMES,
     RenderThreads,
 )
 from studio.engine.renderer import Renderer, RenderResult
@@ -38,42 +37,33 @@ def default_threads():
     torch.set_num_threads(DEFAULT_THREADS)  # the next tests render at full speed
 
 
-def single_frames(threads: RenderThreads, count: int) -> None:
-    for _ in range(count):
-        assert threads.count() == 1
-        threads.measured(1, wall_s=0.3, cpu_s=0.3)
-
-
 def test_a_contended_frame_means_one_thread_for_a_while_then_all_cores_again():
     clock = Clock()
     threads = RenderThreads(most=4, clock=clock)
     threads.measured(4, wall_s=0.5, cpu_s=1.9)  # 95 % of four threads' time: parallel
     assert threads.count() == 4
     threads.measured(4, wall_s=0.5, cpu_s=0.6)  # 30 %: the cores are busy elsewhere
-    single_frames(threads, RETRY_FRAMES)
+    assert threads.count() == 1
+    threads.measured(1, wall_s=0.5, cpu_s=0.5)  # one thread cannot show contention: the choice stays
     clock.now += FIRST_RETRY_S - 0.1
-    assert threads.count() == 1  # the frames are done, but not the time
+    assert threads.count() == 1
     clock.now += 0.2
     assert threads.count() == 4  # the retry
     threads.measured(4, wall_s=0.5, cpu_s=0.6)  # still busy: the next retry waits twice as long
-    clock.now += 2 * FIRST_RETRY_S + 0.1
-    single_frames(threads, RETRY_FRAMES - 1)  # the time is up, but not the frames: retries cost one frame in nine
+    clock.now += 2 * FIRST_RETRY_S - 0.1
     assert threads.count() == 1
-    threads.measured(1, wall_s=0.3, cpu_s=0.3)
+    clock.now += 0.2
     assert threads.count() == 4
     for _ in range(10):  # the wait stops doubling at its longest
         threads.measured(4, wall_s=0.5, cpu_s=0.6)
-        single_frames(threads, RETRY_FRAMES)
         clock.now += LONGEST_RETRY_S + 0.1
     threads.measured(4, wall_s=0.5, cpu_s=0.6)
-    single_frames(threads, RETRY_FRAMES)
     clock.now += LONGEST_RETRY_S - 0.1
     assert threads.count() == 1
     clock.now += 0.2
     assert threads.count() == 4
     threads.measured(4, wall_s=0.5, cpu_s=1.8)  # the cores are free again: the next contention starts short
     threads.measured(4, wall_s=0.5, cpu_s=0.6)
-    single_frames(threads, RETRY_FRAMES)
     clock.now += FIRST_RETRY_S + 0.1
     assert threads.count() == 4
 
@@ -126,8 +116,6 @@ def test_the_render_thread_renders_on_the_count_it_is_given(model_file: Path, tm
                          lambda result: seen.append((torch.get_num_threads(), result)))
         assert renderer.wait_idle(60)
         clock.now += LONGEST_RETRY_S
-        for _ in range(RETRY_FRAMES):  # as if the frames a retry waits for had run
-            renderer.threads.measured(1, wall_s=0.1, cpu_s=0.1)
         renderer.request(RenderState(model_id=session.model_id, seed=4), False,
                          lambda result: seen.append((torch.get_num_threads(), result)))
         assert renderer.wait_idle(60)

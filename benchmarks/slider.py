@@ -27,6 +27,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# No background torch.compile: it would take a core from the renders being timed (`=1` times the compiled path
+# once it has taken over, which --moves must then outlast).
+os.environ.setdefault("GAN_STUDIO_COMPILE", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402

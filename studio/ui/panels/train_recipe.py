@@ -6,7 +6,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox, QLabel
 
-from training.config import AUTO_PRESET, FEW_IMAGES, recommend_recipe
+from training.config import AUTO_PRESET, DEFAULT_FINETUNE_RECIPE, FEW_IMAGES, recommend_recipe
 
 # Each preset's name in the panel, what it does in a line (the note under the combo), and more (its tooltip).
 RECIPES: dict[str, tuple[str, str, str]] = {
@@ -77,7 +77,8 @@ class RecipeChoice:
         if images is None and not scratch:  # a fine-tune's recipe depends on the dataset's size
             self.combo.setItemText(0, "Auto (by the dataset's size)")
             self._auto_note = (
-                f"Chosen by the dataset's size: fewer than {FEW_IMAGES} images get the few-image fine-tune."
+                f"By the dataset's size: under {FEW_IMAGES} images the few-image fine-tune, else "
+                f"\"{RECIPES[DEFAULT_FINETUNE_RECIPE][0]}\"."
             )
             tip = self._auto_note
         else:

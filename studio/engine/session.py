@@ -165,7 +165,12 @@ class Session:
             log.info("rendering without torch.compile: %s", reason)
             return False
         eager = self._fast
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "torch-inductor"))
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir  # light: no dynamo
+
+        # Inductor writes its default (a temporary folder) into the variable once anything has used it: only a
+        # folder the user chose is kept, so that compiled code outlives a reboot in the app's own cache.
+        if os.environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, default_cache_dir()):
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir() / "torch-inductor")
         started = time.perf_counter()
         try:
             ws = self.G.mapping.w_avg.detach().float().expand(1, self.num_ws, -1)  # any latent does

@@ -53,7 +53,7 @@ def test_auto_recipe_then_the_projected_one_reaches_the_run(qtbot, empty_home, t
     choose(qtbot, combo, "finetune-fast")  # the Advanced options follow the recipe
     assert combo.currentText() == "Fine-tune, projected D" and "EfficientNet" in combo.toolTip()
     assert "frozen image-recognition network" in panel.recipe.note.text()
-    assert (panel.g_lr.value(), panel.d_lr.value(), panel.freeze_d.value()) == (0.002, 0.0002, 0)
+    assert (panel.g_lr.value(), panel.d_lr.value(), panel.freeze_d.value()) == (0.0005, 0.0002, 0)
     assert panel.aug.currentData() == "diffaug"
     panel.advanced_toggle.click()
     panel.g_lr.setFocus()

@@ -324,15 +324,13 @@ def test_a_time_budget_measures_the_speed_then_trains_what_fits(tmp_path, discs_
 
 
 def test_a_resumed_time_budget_run_keeps_its_measured_length(tmp_path, discs_folder):
-    config = tiny_config(discs_folder, tmp_path / "run", time_budget_s=6.0, snap_kimg=1, sample_kimg=1)
+    config = tiny_config(discs_folder, tmp_path / "run", time_budget_s=10.0, snap_kimg=1, sample_kimg=1)
     events: list[dict] = []
-    steps_after = {"n": 0}
 
-    def stop_soon_after_measuring() -> bool:
-        steps_after["n"] += any(e["event"] == "budget" for e in events)
-        return steps_after["n"] > 2
+    def stop_once_measured() -> bool:  # at once: on a loaded machine the length may be only a few steps more
+        return any(e["event"] == "budget" for e in events)
 
-    first = train(config, events.append, stop_soon_after_measuring)
+    first = train(config, events.append, stop_once_measured)
     total = next(e for e in events if e["event"] == "budget")["total_kimg"]
     assert first["status"] == "stopped" and first["kimg"] < total
     resumed: list[dict] = []

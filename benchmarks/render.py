@@ -120,11 +120,14 @@ def renderer(G: Generator, case: Case, cut: int, device: torch.device) -> Callab
         wall, cpu = time.perf_counter(), time.process_time()
         if fast is not None:
             fast._cache = None  # every frame from scratch
+            def frame() -> torch.Tensor:
+                return fast(G.to_ws(G.z_to_w(z)), noise_mode="const", stop_at=stop_at)
+
             with torch.inference_mode():
                 if threads is None:
-                    fast(G.to_ws(G.z_to_w(z)), noise_mode="const", stop_at=stop_at)
+                    frame()
                 else:  # on the count it picks, then back to the other cases' count
-                    threads.render(lambda: fast(G.to_ws(G.z_to_w(z)), noise_mode="const", stop_at=stop_at))
+                    threads.render(frame)
                     torch.set_num_threads(threads.most)
         else:
             with torch.inference_mode(), autocast(device, case.dtype):

@@ -295,19 +295,16 @@ class Trainer:
         )
 
     def _choose_width(self, dataset_size: int) -> TrainConfig:
-        """Fill in the network sizes left to be chosen (`auto_width`) and record them, so a resumed run (on
-        any device) builds the same network."""
-        cfg = self.config
-        width = auto_width(cfg.resolution, dataset_size, self.device.type)
-        if cfg.with_width(width) != cfg:
-            self.config = cfg.with_width(width)
-            self._on_rank0(lambda: self.config.dump(self.run.config_path))
-        return self.config
+        """Fill in the network sizes left to be chosen (`auto_width`) and record them."""
+        return self._adopt(self.config.with_width(auto_width(self.config.resolution, dataset_size, self.device.type)))
 
     def _choose_recipe(self, dataset_size: int) -> TrainConfig:
-        """Resolve an auto preset from the dataset's size (`recommend_recipe`) and record it, so a resumed run
-        (on any device) keeps the recipe it started with."""
-        cfg = resolve_preset(self.config, dataset_size)
+        """Resolve an auto preset from the dataset's size (`recommend_recipe`) and record it."""
+        return self._adopt(resolve_preset(self.config, dataset_size))
+
+    def _adopt(self, cfg: TrainConfig) -> TrainConfig:
+        """Make `cfg` the run's configuration, written to config.json when it changed, so that a resumed run (on
+        any device) builds the same network with the same recipe."""
         if cfg != self.config:
             self.config = cfg
             self._on_rank0(lambda: self.config.dump(self.run.config_path))

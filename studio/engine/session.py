@@ -347,7 +347,7 @@ class Session:
 
     def _camera(self, state: RenderState) -> dict[str, torch.Tensor]:
         """StyleGAN3's input transform for the state's translate and rotate (none when they are all 0)."""
-        if (state.translate_x, state.translate_y, state.rotate) == (0, 0, 0):
+        if not any(state.camera):
             return {}
         if not self.has_camera:
             raise ValueError("translate and rotate need a StyleGAN3 model; this model is StyleGAN2")

@@ -219,11 +219,16 @@ class TrainPanel(QWidget):
         ):
             form.addRow(label, widget)
         self.advanced.setVisible(False)
-        for name, signal in (
-            ("g_lr", self.g_lr.valueChanged), ("d_lr", self.d_lr.valueChanged),
-            ("aug", self.aug.currentIndexChanged), ("freeze_d", self.freeze_d.valueChanged),
-        ):  # the recipe sets them with signals blocked: a signal is the artist's edit
-            signal.connect(lambda _value, name=name: self._edited.add(name))
+        # RECIPE_FIELDS → (the widget, its signal of a change, how the recipe sets it). The recipe sets them with
+        # signals blocked: a signal is the artist's edit.
+        self._recipe_inputs = {
+            "g_lr": (self.g_lr, self.g_lr.valueChanged, self.g_lr.setValue),
+            "d_lr": (self.d_lr, self.d_lr.valueChanged, self.d_lr.setValue),
+            "aug": (self.aug, self.aug.currentIndexChanged, lambda v: self.aug.setCurrentIndex(self.aug.findData(v))),
+            "freeze_d": (self.freeze_d, self.freeze_d.valueChanged, self.freeze_d.setValue),
+        }
+        for name, (_widget, changed, _set) in self._recipe_inputs.items():
+            changed.connect(lambda _value, name=name: self._edited.add(name))
 
         box = QGroupBox("New run")
         form = QFormLayout(box)
@@ -427,18 +432,11 @@ class TrainPanel(QWidget):
         info = self._dataset_info()
         self.recipe.update(self.base.currentData() == SCRATCH, None if info is None else self._images(info))
         values = recipe_values(self.recipe.preset())
-        for widget in (self.g_lr, self.d_lr, self.aug, self.freeze_d):
-            widget.blockSignals(True)
-        if "g_lr" not in self._edited:
-            self.g_lr.setValue(values["g_lr"])
-        if "d_lr" not in self._edited:
-            self.d_lr.setValue(values["d_lr"])
-        if "aug" not in self._edited:
-            self.aug.setCurrentIndex(self.aug.findData(values["aug"]))
-        if "freeze_d" not in self._edited:
-            self.freeze_d.setValue(values["freeze_d"])
-        for widget in (self.g_lr, self.d_lr, self.aug, self.freeze_d):
-            widget.blockSignals(False)
+        for name, (widget, _changed, set_value) in self._recipe_inputs.items():
+            if name not in self._edited:
+                widget.blockSignals(True)
+                set_value(values[name])
+                widget.blockSignals(False)
 
     def _speed_setup(self, config: Mapping[str, Any]) -> tuple[Any, ...]:
         """What a run's speed depends on, from its options: the start, the recipe, the batch and the device (from

@@ -89,15 +89,16 @@ class RecipeChoice:
         self.combo.setItemData(0, tip, Qt.ItemDataRole.ToolTipRole)
         self._explain()
 
+    def _auto_chosen(self) -> bool:
+        return self.combo.currentData() in (None, AUTO_PRESET)
+
     def _explain(self) -> None:
-        auto = self.combo.currentData() in (None, AUTO_PRESET)
         self.combo.setToolTip(self.combo.itemData(self.combo.currentIndex(), Qt.ItemDataRole.ToolTipRole) or "")
-        self.note.setText(self._auto_note if auto else RECIPES[self.combo.currentData()][1])
+        self.note.setText(self._auto_note if self._auto_chosen() else RECIPES[self.combo.currentData()][1])
 
     def preset(self) -> str:
         """The chosen recipe: Auto's pick, or the artist's."""
-        chosen = self.combo.currentData()
-        return self._auto.preset if chosen in (None, AUTO_PRESET) else chosen
+        return self._auto.preset if self._auto_chosen() else self.combo.currentData()
 
     def reason(self) -> str:
-        return self._auto.reason if self.combo.currentData() in (None, AUTO_PRESET) else "chosen in the Train panel"
+        return self._auto.reason if self._auto_chosen() else "chosen in the Train panel"

@@ -60,6 +60,26 @@ def test_upfirdn2d_matches_its_definition(up, down, padding, gain, f):
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("bf16", ["tensors", "autocast"])
+def test_bf16_decimation_on_the_cpu_runs_in_fp32_and_returns_bf16(bf16):
+    """Strided depthwise filtering in bf16 takes an fp32 route on the CPU (its bf16 backward is slow): the
+    result and the gradient are bf16 as autocast would give, and as exact as fp32 before the final rounding."""
+    f = ops.setup_filter([1, 3, 3, 1])
+    x = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    expected = ops.downsample2d(x, f)
+    source = (x.bfloat16() if bf16 == "tensors" else x).requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 == "autocast"):
+        got = ops.downsample2d(source, f)
+    assert got.dtype == torch.bfloat16 and got.shape == expected.shape
+    rounded_input = ops.downsample2d(source.detach().float(), f)  # the bf16 input's own fp32 result
+    torch.testing.assert_close(got, rounded_input.bfloat16(), atol=0, rtol=0)
+    torch.testing.assert_close(got.float(), expected, atol=0.03, rtol=0.02)
+    got.float().sum().backward()
+    assert source.grad is not None and source.grad.dtype == source.dtype
+    # Away from the border, the taps an input sample feeds sum to 1/2 along each axis.
+    torch.testing.assert_close(source.grad[:, :, 2:-2, 2:-2].float(), torch.full((2, 4, 12, 12), 0.25))
+
+
 def test_upsample2d_and_downsample2d_sizes_and_energy():
     f = ops.setup_filter([1, 3, 3, 1])
     flat = torch.ones(1, 2, 8, 8)

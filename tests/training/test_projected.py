@@ -13,7 +13,7 @@ from training.config import PRESETS, ConfigError, TrainConfig
 from training.loop import TrainingError, train
 from training.loss import discriminator_loss, generator_loss
 from training.metrics import feature_extractor
-from training.projected import ProjectedDiscriminator, frozen_backbone, stage_features
+from training.projected import InFloat32, ProjectedDiscriminator, frozen_backbone, stage_features
 from training.run_dir import RunDir
 
 CPU = torch.device("cpu")
@@ -45,6 +45,25 @@ def test_folded_backbone_matches_the_metrics_network():
     assert [f.shape[-1] for f in folded] == [16, 8, 4, 2]
     for ref, got in zip(reference, folded, strict=True):
         torch.testing.assert_close(got, ref, atol=1e-3 * float(ref.abs().max()), rtol=1e-3)
+
+
+def test_bf16_backbone_runs_its_strided_depthwise_convolutions_in_fp32():
+    """On a CPU in bf16 the four strided depthwise convolutions keep fp32 weights (their bf16 backward is
+    slow); the features stay bf16 and close to fp32's, and gradients reach the image."""
+    net = frozen_backbone(CPU, torch.bfloat16)
+    in_fp32 = [b._depthwise_conv for b in net._blocks if isinstance(b._depthwise_conv, InFloat32)]
+    assert [conv.module.stride[0] for conv in in_fp32] == [2, 2, 2, 2]
+    assert all(p.dtype == torch.float32 for conv in in_fp32 for p in conv.parameters())
+    x = images(2, 64, seed=1).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        reference = stage_features(frozen_backbone(CPU), x)
+    img = x.bfloat16().requires_grad_(True)
+    got = stage_features(net, img)
+    for ref, feature in zip(reference, got, strict=True):
+        assert feature.dtype == torch.bfloat16
+        torch.testing.assert_close(feature.float(), ref, atol=0.05 * float(ref.abs().max()), rtol=0.05)
+    sum(f.float().sum() for f in got).backward()
+    assert img.grad is not None and img.grad.dtype == torch.bfloat16 and img.grad.abs().sum() > 0
 
 
 def test_only_the_heads_train_and_gradients_reach_the_image():

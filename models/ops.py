@@ -167,8 +167,10 @@ def conv2d_resample(
     down: int = 1,
     padding: int = 0,
     groups: int = 1,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Convolution with optional up- or downsampling, padded and filtered as NVIDIA's conv2d_resample.
+    """Convolution with optional up- or downsampling, padded and filtered as NVIDIA's conv2d_resample, plus
+    an optional per-output-channel `bias` (added by the convolution itself where it comes last).
 
     Without upsampling the weight is correlated with the input (NVIDIA's flip_weight=True); with upsampling
     it goes unflipped into the transposed convolution, which is what NVIDIA's modulated up-convolution does
@@ -181,17 +183,18 @@ def conv2d_resample(
         px0, px1 = padding + (fw + up - 1) // 2 - (kw - 1), padding + (fw - up) // 2 - (kw - up)
         py0, py1 = padding + (fh + up - 1) // 2 - (kh - 1), padding + (fh - up) // 2 - (kh - up)
         x = transposed_conv2d(x, w, stride=up, groups=groups)
-        return upfirdn2d(x, f, padding=(px0, px1, py0, py1), gain=up**2)
+        x = upfirdn2d(x, f, padding=(px0, px1, py0, py1), gain=up**2)
+        return x if bias is None else x + bias.reshape(1, -1, 1, 1)
     if down > 1:
         fh, fw = f.shape
         px0, px1 = padding + (fw - down + 1) // 2, padding + (fw - down) // 2
         py0, py1 = padding + (fh - down + 1) // 2, padding + (fh - down) // 2
         if kh == 1 and kw == 1:
             x = upfirdn2d(x, f, down=down, padding=(px0, px1, py0, py1))
-            return F.conv2d(x, w, groups=groups)
+            return F.conv2d(x, w, bias, groups=groups)
         x = upfirdn2d(x, f, padding=(px0, px1, py0, py1))
-        return F.conv2d(x, w, stride=down, groups=groups)
-    return F.conv2d(x, w, padding=padding, groups=groups)
+        return F.conv2d(x, w, bias, stride=down, groups=groups)
+    return F.conv2d(x, w, bias, padding=padding, groups=groups)
 
 
 def computes_in(x: torch.Tensor, dtype: torch.dtype) -> bool:
@@ -210,14 +213,16 @@ def modulated_conv2d(
     resample_filter: torch.Tensor | None = None,
     demodulate: bool = True,
     fused: bool = False,
+    gain: float = 1.0,
 ) -> torch.Tensor:
-    """StyleGAN2's modulated convolution.
+    """StyleGAN2's modulated convolution, times `gain`, plus `noise`.
 
     The default (non-fused) form scales the activations by the styles, runs one ordinary convolution shared
     by the whole batch, and demodulates the outputs: mathematically equal to per-sample weights, and it hits
     the fast dense-convolution path on every device. `fused=True` builds per-sample weights and runs a grouped
     convolution (NVIDIA's inference path); at batch 1 it saves two passes over the activations. A 1×1
     convolution (toRGB) always takes per-sample weights, as a batched matmul: that is cheaper in every case.
+    `gain` rides on the demodulation coefficients (or the styles): no pass over the activations.
     """
     n = x.shape[0]
     out_c, in_c, kh, kw = weight.shape
@@ -235,7 +240,9 @@ def modulated_conv2d(
         # per-sample weights.
         with torch.autocast(x.device.type, enabled=False):
             wsq = weight.float().square().sum(dim=[2, 3])  # [O, I]
-            dcoefs = (styles.float().square() @ wsq.t() + 1e-8).rsqrt()  # [N, O]
+            dcoefs = (styles.float().square() @ wsq.t() + 1e-8).rsqrt() * gain  # [N, O]
+    elif gain != 1:
+        styles = styles * gain
 
     if kh == 1 and kw == 1 and up == 1 and padding == 0:
         w = weight[:, :, 0, 0].unsqueeze(0) * styles.unsqueeze(1)  # [N, O, I]
@@ -260,6 +267,9 @@ def modulated_conv2d(
         x = conv2d_resample(x, weight, f=resample_filter, up=up, padding=padding)
         if dcoefs is not None:
             d = dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
+            if noise is not None:  # one pass, not two
+                noise = noise.to(x.dtype)
+                return torch.addcmul(noise, x, d, out=x) if grad_free(x, d, noise) else torch.addcmul(noise, x, d)
             x = x.mul_(d) if grad_free(x, d) else x * d
     if noise is not None:
         noise = noise.to(x.dtype)

@@ -165,10 +165,13 @@ class SynthesisLayer(nn.Module):
         gain: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
+        # Leaky ReLU commutes with a positive scale, so its gain is applied before it, where it is free: on the
+        # demodulation coefficients, the noise strength and the bias.
+        out_gain = ops.LRELU_GAIN * gain
         styles = self.affine(w)
         noise = None
         if self.use_noise and noise_mode != "none" and noise_scale != 0:
-            strength = self.noise_strength * noise_scale
+            strength = self.noise_strength * (noise_scale * out_gain)
             if noise_mode == "random":
                 shape = [x.shape[0], 1, self.resolution, self.resolution]
                 rnd = torch.randn(shape, device=x.device, generator=generator)
@@ -177,12 +180,10 @@ class SynthesisLayer(nn.Module):
                 noise = self.noise_const * strength
         x = ops.modulated_conv2d(
             x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
-            resample_filter=self.resample_filter, fused=fused,
+            resample_filter=self.resample_filter, fused=fused, gain=out_gain,
         )
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return ops.bias_act(
-            x, self.bias, act=self.activation, gain=ops.LRELU_GAIN * gain, clamp=act_clamp, inplace=True
-        )
+        return ops.bias_act(x, self.bias * out_gain, act=self.activation, clamp=act_clamp, inplace=True)
 
 
 class ToRGBLayer(nn.Module):
@@ -453,12 +454,14 @@ class Conv2dLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels])) if bias else None
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-        w = self.weight.to(x.dtype) * self.weight_gain
-        x = ops.conv2d_resample(x, w, f=self.resample_filter, down=self.down, padding=self.padding)
+        # Linear and leaky ReLU commute with a positive scale, so the output gain rides on the weight and bias
+        # (no pass over the activations), and the convolution adds the bias itself.
+        out_gain = self.act_gain * gain
+        w = self.weight.to(x.dtype) * (self.weight_gain * out_gain)
+        b = self.bias.to(x.dtype) * out_gain if self.bias is not None else None
+        x = ops.conv2d_resample(x, w, f=self.resample_filter, down=self.down, padding=self.padding, bias=b)
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return ops.bias_act(
-            x, self.bias, act=self.activation, gain=self.act_gain * gain, clamp=act_clamp, inplace=True
-        )
+        return ops.bias_act(x, None, act=self.activation, clamp=act_clamp, inplace=True)
 
 
 class DiscriminatorBlock(nn.Module):

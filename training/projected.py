@@ -11,9 +11,10 @@ discriminator learnt from pixels, which speeds up convergence and needs no R1 pe
 - one small trainable discriminator per scale, spectrally normalised convolutions down to a 4x4 logit map;
   its logits are trained with the hinge loss (`training.loss`) on DiffAugment-ed images.
 
-Our own choices: 64 px images are upsampled (bilinear) to `input_size` (128 by default, see the benchmark in
-benchmarks/quality.py) rather than the paper's 256, because the feature network dominates the cost of a step
-on a CPU; the 3x3 cross-scale convolutions run at the coarser scale before upsampling, 4x cheaper than after;
+Our own choices: 64 px images are upsampled (bilinear) to `input_size` (128 by default) rather than the
+paper's 256, because the feature network dominates the cost of a step on a CPU (benchmarks/quality.py on Noto,
+30 CPU-minutes: 64 trained 1.5x the images but ended further away on FD-EffNet, 112 against 105, and level on
+C2ST); the 3x3 cross-scale convolutions run at the coarser scale before upsampling, 4x cheaper than after;
 the heads use spectral norm without batch norm, so a logit depends on its own image only (micro-batches,
 DDP ranks and the separate real and fake passes all see the same function).
 

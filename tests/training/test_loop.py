@@ -337,11 +337,12 @@ def test_a_time_budget_measures_the_speed_then_trains_what_fits(tmp_path, discs_
     assert (saved["kimg"], saved["measured_images_per_s"], saved["time_budget_s"]) == (total, speed, budget)
 
 
-def test_a_resumed_time_budget_run_keeps_its_measured_length(tmp_path, discs_folder):
+def test_a_resumed_time_budget_run_keeps_its_measured_length(tmp_path, discs_folder, monkeypatch):
+    monkeypatch.setattr(loop_module, "time", SimpleNamespace(time=SteppingClock(0.05).time))  # load-proof pace
     config = tiny_config(discs_folder, tmp_path / "run", time_budget_s=10.0, snap_kimg=1, sample_kimg=1)
     events: list[dict] = []
 
-    def stop_once_measured() -> bool:  # at once: on a loaded machine the length may be only a few steps more
+    def stop_once_measured() -> bool:
         return any(e["event"] == "budget" for e in events)
 
     first = train(config, events.append, stop_once_measured)

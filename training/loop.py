@@ -77,14 +77,26 @@ class InfiniteSampler(torch.utils.data.Sampler[int]):
 
 
 def _distributed() -> tuple[int, int, int]:
-    """(rank, local rank, world size); initialises the process group when launched by torchrun."""
+    """(rank, local rank, world size), in the process group `_process_group` set up."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 0, 1
-    if not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend=backend)
     return torch.distributed.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), world
+
+
+@contextlib.contextmanager
+def _process_group() -> Iterator[None]:
+    """The process group of a run launched by torchrun, destroyed when the run ends however it ends: left to
+    the interpreter's exit, Gloo's worker threads can abort the process after a completed run (SIGABRT,
+    "terminate called without an active exception"). A group the caller set up stays theirs."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
+        yield
+        return
+    torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        yield
+    finally:
+        torch.distributed.destroy_process_group()
 
 
 def discriminator_for(G: nn.Module) -> Discriminator:
@@ -908,7 +920,11 @@ def train(
     """Run (or resume) training; events go to `progress_fn`; `abort_fn()` returning True checkpoints and stops.
 
     A failure is also recorded in the run's `stats.jsonl` as an `error` event, so the run folder says why."""
-    trainer = Trainer(config, progress_fn, abort_fn, resume)
+    with _process_group():
+        return _train(Trainer(config, progress_fn, abort_fn, resume))
+
+
+def _train(trainer: Trainer) -> dict[str, Any]:
     holding = trainer.run.held() if trainer.rank == 0 else contextlib.nullcontext()
     try:
         with holding as dead_pid:

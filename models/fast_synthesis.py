@@ -31,6 +31,9 @@ PER_SAMPLE_WEIGHT_COST = 16
 # of 8 graphs per function, plus the graphs of the models opened before in the same process.
 COMPILED_GRAPHS_LIMIT = 256
 PACKED_CONV = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+# oneDNN packs bf16 weights only on CPUs with AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT; elsewhere (an AVX2-only
+# CPU asked for bf16) the packing raises, and bf16 convolutions take torch's ordinary path.
+PACKED_BF16 = PACKED_CONV and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:
@@ -201,7 +204,7 @@ class FastSynthesis:
     @staticmethod
     def _conv2d(m: _Modulated, index: int, x: torch.Tensor, k: torch.Tensor, kernel, padding, packed: bool):
         padding = list(padding) if isinstance(padding, tuple) else [padding, padding]
-        if not (packed and x.device.type == "cpu" and PACKED_CONV):
+        if not (packed and x.device.type == "cpu" and (PACKED_BF16 if x.dtype == torch.bfloat16 else PACKED_CONV)):
             return F.conv2d(x, kernel(k), padding=padding)
         key = (index, tuple(x.shape), x.dtype)
         weight = m.packed.get(key)

@@ -90,7 +90,10 @@ def test_the_result_is_a_state_every_session_renders_as_projected(G, model_file:
     session = Session(model_file, device="cpu", precision="fp32", data_dir=tmp_path)
     state = result.state(session.model_id, RenderState(model_id=session.model_id, seed=9, psi=0.5))
     assert state.seed == 9 and state.psi == 1 and state.noise_mode == "const"
-    assert np.array_equal(session.render(state), result.image)
+    # The session draws with the display path, the projection with the autograd one: on some CPUs (AVX2 only)
+    # their convolution kernels round differently, so a channel may land one level apart.
+    off = np.abs(session.render(state).astype(int) - result.image.astype(int))
+    assert off.max() <= 1 and np.count_nonzero(off) <= off.size // 100
     assert RenderState.from_json(state.to_json()) == state  # it travels in recipes
 
 

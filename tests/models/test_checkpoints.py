@@ -9,6 +9,7 @@ import io
 import json
 import os
 import pickle
+import pickletools
 import subprocess
 import sys
 import warnings
@@ -453,6 +454,25 @@ def test_persistent_id_is_refused(tmp_path, marker):
     (tmp_path / "pid.pkl").write_bytes(buffer.getvalue())
     refusal(tmp_path / "pid.pkl", "persistent id")
     assert_nothing_ran(marker)
+
+
+@pytest.mark.parametrize("out_of_band", [False, True], ids=["bytearray", "out-of-band"])
+def test_protocol_5_buffers_are_refused(tmp_path, marker, out_of_band):
+    """A network pickle never holds them; a damaged one that did tripped a CPython 3.11 garbage-collector bug
+    ("deallocated bytearray object has exported buffers", in the fuzz tests)."""
+    data = {"extra": pickle.PickleBuffer(bytearray(b"weights")), **snapshot(marker)}
+    with fx.nvidia_names():
+        raw = pickle.dumps(data, protocol=5, buffer_callback=(lambda buffer: False) if out_of_band else None)
+    opcode = pickle.NEXT_BUFFER if out_of_band else pickle.BYTEARRAY8
+    assert opcode in {op.code.encode("latin1") for op, _, _ in pickletools.genops(raw)}
+    (tmp_path / "buffers.pkl").write_bytes(raw)
+    assert refusal(tmp_path / "buffers.pkl", "protocol-5 buffers").refused
+    assert_nothing_ran(marker)
+
+
+def test_an_unknown_opcode_is_named(tmp_path):
+    (tmp_path / "opcode.pkl").write_bytes(b"\x80\x04\xff.")
+    refusal(tmp_path / "opcode.pkl", "pickle is corrupt", "invalid opcode b'\\xff'")
 
 
 def test_malicious_storage_bytes_are_refused(tmp_path, marker):

@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from training.config import AUTO_PRESET, PRESET_FIELDS, PRESETS, ConfigError, TrainConfig
 
@@ -212,5 +213,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if result["status"] in ("completed", "stopped") else 1
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def run(argv: list[str] | None = None) -> NoReturn:
+    """`main`, then leave with its exit code: the entry of `gan-studio-train` and `python -m training`, the
+    commands torchrun starts."""
+    from training.loop import world_size
+
+    code = main(argv)
+    if world_size() > 1:
+        # Under torchrun, a completed run (checkpoints written, process group destroyed) was still aborted at
+        # interpreter exit now and then ("terminate called without an active exception", SIGABRT in CI): a
+        # torch thread torn down with the process. Nothing is left to save, so leave without that teardown.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

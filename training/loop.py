@@ -76,9 +76,14 @@ class InfiniteSampler(torch.utils.data.Sampler[int]):
             yield int(perm[i])
 
 
+def world_size() -> int:
+    """How many processes torchrun launched for this run (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def _distributed() -> tuple[int, int, int]:
     """(rank, local rank, world size), in the process group `_process_group` set up."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size()
     if world <= 1:
         return 0, 0, 1
     return torch.distributed.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), world
@@ -89,7 +94,7 @@ def _process_group() -> Iterator[None]:
     """The process group of a run launched by torchrun, destroyed when the run ends however it ends: left to
     the interpreter's exit, Gloo's worker threads can abort the process after a completed run (SIGABRT,
     "terminate called without an active exception"). A group the caller set up stays theirs."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
+    if world_size() <= 1 or torch.distributed.is_initialized():
         yield
         return
     torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")

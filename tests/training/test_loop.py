@@ -469,6 +469,30 @@ def test_cli_reports_errors_as_events(tmp_path):
     assert recorded[-1]["event"] == "error" and recorded[-1]["message"] == error["message"]  # the folder says why
 
 
+@pytest.mark.parametrize(
+    "entry",
+    [
+        ["-m", "training"],
+        ["-c", "from training.cli import run; run()"],  # what the gan-studio-train console script runs
+    ],
+    ids=["python -m training", "gan-studio-train"],
+)
+def test_both_entry_points_under_torchrun_leaves_with_the_runs_exit_code_and_its_output(tmp_path, entry):
+    """Under torchrun the entry points leave through os._exit, which skips Python's flushing of a piped
+    stdout: the exit code and the last event must still come out."""
+    done = subprocess.run(
+        [sys.executable, *entry, "--resume", str(tmp_path / "no-run"), "--events", "jsonl"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**ONE_THREAD, "WORLD_SIZE": "2"},
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    error = events_of(done.stdout)[-1]
+    assert error["event"] == "error" and "is not a training run" in error["message"]
+
+
 def torchrun(args: list[str], port: int, timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),

@@ -1,7 +1,7 @@
 """Package a finished training run as a bundled model: fp16 weights, a sample grid and a model card.
 
-    python scripts/model_card.py --run RUN_DIR [--name fluent-emoji-64] [--n 1000] [--demo SUMMARY_JSON]
-        [--previous MODEL]
+    python scripts/model_card.py --run RUN_DIR [--kimg K] [--name fluent-emoji-64] [--n 1000]
+        [--demo SUMMARY_JSON] [--previous MODEL]
 
 A run that continued an earlier model (its `--base`, or MODEL when that file has since been replaced) adds
 its kimg and hours to that model's training record: the card lists each stage and its recipe.
@@ -51,6 +51,7 @@ def recipe_summary(config: dict) -> str:
     """The options that tell one run's recipe from another's, as the card prints them."""
     keys = ["channel_base", "channel_max", "z_dim", "w_dim", "map_layers"] if config["base"] == "scratch" else []
     keys += ["batch", "g_lr", "d_lr", "discriminator", "gan_loss", "aug", "mirror", "pl_weight"]
+    keys += ["ema_kimg"] if config.get("ema_kimg") is not None else []
     keys += {"ada": ["ada_target", "ada_kimg"], "diffaug": ["diffaug_policy"]}.get(config["aug"], [])
     keys += ["projected_size"] if config.get("discriminator") == "projected" else ["r1_gamma"]
     return ", ".join(f"{k}={config.get(k)}" for k in keys)
@@ -121,6 +122,7 @@ Before (the bundled model), then after, from the same seeds:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="the training run folder")
+    parser.add_argument("--kimg", type=float, help="package the run's snapshot at K kimg (default: its last)")
     parser.add_argument("--name", default="fluent-emoji-64")
     parser.add_argument("--n", type=int, default=1000, help="images per side for the metrics")
     parser.add_argument("--hardware", default=f"{platform.processor() or platform.machine()}, no GPU")
@@ -131,21 +133,28 @@ def main() -> None:
     args = parser.parse_args()
 
     run = RunDir(args.run)
-    latest = run.latest_checkpoint()
+    snapshots = run.checkpoints()
+    if args.kimg is None:
+        snapshot = snapshots[-1]
+    else:
+        chosen = [s for s in snapshots if s.nimg == round(args.kimg * 1000)]
+        if not chosen:
+            parser.error(f"{args.run} has no snapshot at {args.kimg} kimg: {[s.nimg / 1000 for s in snapshots]}")
+        snapshot = chosen[0]
     config = json.loads(run.config_path.read_text())
     stats = [json.loads(line) for line in run.stats_path.open()]
-    progress = [e for e in stats if e["event"] == "progress"]
+    progress = [e for e in stats if e["event"] == "progress" and e["kimg"] * 1000 <= snapshot.nimg]
     wall_s = sum(
         max(0.0, b["elapsed_s"] - a["elapsed_s"])
         for a, b in zip(progress, progress[1:], strict=False)
         if b["elapsed_s"] > a["elapsed_s"]
     )
-    bundle = load_checkpoint(latest.network)
+    bundle = load_checkpoint(snapshot.network)
     previous = args.previous or (None if config["base"] == "scratch" else Path(config["base"]))
     stages = earlier_stages(previous)
     stages.append(
         {
-            "kimg": round(latest.nimg / 1000, 3),
+            "kimg": round(snapshot.nimg / 1000, 3),
             "wall_time_h": round(wall_s / 3600, 2),
             "recipe": recipe_summary(config) + (f" ({args.stage_note})" if args.stage_note else ""),
             "precision": args.precision,

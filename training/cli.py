@@ -178,10 +178,10 @@ class _Output:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     from training.loop import TrainingError, error_message, resume_config, train  # after parsing: --help stays instant
     from training.run_dir import RunDir, RunInUse
 
-    args = build_parser().parse_args(argv)
     output = _Output(args.events == "jsonl")
     stop = {"requested": False}
 
@@ -216,9 +216,9 @@ def main(argv: list[str] | None = None) -> int:
 def run(argv: list[str] | None = None) -> NoReturn:
     """`main`, then leave with its exit code: the entry of `gan-studio-train` and `python -m training`, the
     commands torchrun starts."""
-    from training.loop import world_size
-
     code = main(argv)
+    from training.loop import world_size  # after main: --help stays instant
+
     if world_size() > 1:
         # Under torchrun, a completed run (checkpoints written, process group destroyed) was still aborted at
         # interpreter exit now and then ("terminate called without an active exception", SIGABRT in CI): a

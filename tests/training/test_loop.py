@@ -493,6 +493,23 @@ def test_both_entry_points_under_torchrun_leaves_with_the_runs_exit_code_and_its
     assert error["event"] == "error" and "is not a training run" in error["message"]
 
 
+@pytest.mark.parametrize("entry", ["-m training", "from training.cli import run; run()"])
+def test_help_answers_without_loading_torch(entry):
+    """`--help` is the first thing a new user types: it must not wait seconds for torch to load."""
+    code = f"""
+import runpy, sys
+sys.argv = ["gan-studio-train", "--help"]
+try:
+    {"runpy.run_module('training', run_name='__main__')" if entry.startswith("-m") else entry}
+except SystemExit as done:
+    assert done.code == 0, done.code
+print("torch loaded" if "torch" in sys.modules else "torch not loaded")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "--resume RUN_DIR" in done.stdout and done.stdout.strip().endswith("torch not loaded")
+
+
 def torchrun(args: list[str], port: int, timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),

@@ -1,5 +1,6 @@
 """Projection figures for issue 16: PSNR on images the model made from known seeds, distances to real images
-against the mean image and the best of N random seeds, and steps/s at 64 and 256 px.
+against the mean image and the best of N random seeds, and steps/s at 64 and 256 px, for each number of
+starting points given (the mean latent alone against several side by side, in one run).
 
     python benchmarks/projection.py --images /path/to/fluent/assets --out figures.json
 """
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--speed-steps", type=int, default=15)
     parser.add_argument("--speed", default="64 px,256 px", help="which speed figures to take")
+    parser.add_argument("--starts", default="1,4", help="numbers of starting points to compare")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     figures: dict = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
@@ -62,7 +64,8 @@ def main() -> None:
 
     G = load_checkpoint(args.model, "cpu").G_ema.requires_grad_(False)
     perceptual = PerceptualDistance(torch.device("cpu"), G.img_resolution)
-    options = ProjectionOptions(steps=args.steps, w_plus=True)
+    starts = [int(n) for n in args.starts.split(",")]
+    options = {n: ProjectionOptions(steps=args.steps, w_plus=True, starts=n) for n in starts}
 
     files = sorted(Path(args.images).glob("*.webp"))
     random.Random(0).shuffle(files)
@@ -78,10 +81,11 @@ def main() -> None:
         target = load_target(path, G.img_resolution, "crop")
         mean_p, mean_x = distances(G, mean_ws, target, perceptual)
         seeds_p, seeds_x = random_distances(target, random_features, random_small, perceptual)
-        result = project(G, target, options, perceptual=perceptual)
+        results = {n: project(G, target, options[n], perceptual=perceptual) for n in starts}
         real.append({
             "file": path.name,
-            "projection": {"perceptual": result.perceptual, "pixel": result.pixel, "psnr": result.psnr},
+            **{f"projection_{n}_starts": {"perceptual": r.perceptual, "pixel": r.pixel, "psnr": r.psnr,
+                                          "seconds": r.seconds} for n, r in results.items()},
             "mean_image": {"perceptual": float(mean_p[0]), "pixel": float(mean_x[0])},
             f"best_of_{args.random}_seeds": {"perceptual": float(seeds_p.min()), "pixel": float(seeds_x.min())},
         })
@@ -99,22 +103,24 @@ def main() -> None:
                 continue
             with torch.no_grad():
                 target = to_uint8(model.synthesis(seed_ws(model, [5]), noise_mode="const"))[0]
-            start = time.perf_counter()
-            result = project(model, target, ProjectionOptions(steps=args.speed_steps))
-            speed[label] = {"steps_per_s": result.steps_done / result.seconds,
-                            "seconds": time.perf_counter() - start}
-            print(label, speed[label], flush=True)
+            for n in starts:
+                start = time.perf_counter()
+                result = project(model, target, ProjectionOptions(steps=args.speed_steps, starts=n))
+                speed[f"{label}, {n} starts"] = {"steps_per_s": result.steps_done / result.seconds,
+                                                 "seconds": time.perf_counter() - start}
+                print(label, n, speed[f"{label}, {n} starts"], flush=True)
     figures["speed"] = figures.get("speed", {}) | speed
     generated = []
     for seed in (int(s) for s in args.seeds.split(",")):
         with torch.no_grad():
             target = to_uint8(G.synthesis(seed_ws(G, [seed]), noise_mode="const"))[0]
-        result = project(G, target, options, perceptual=perceptual)
-        generated.append({"seed": seed, "psnr": result.psnr, "perceptual": result.perceptual, "pixel": result.pixel,
-                          "steps_per_s": result.steps_done / result.seconds})
-        figures["generated"] = generated
-        save()
-        print(generated[-1], flush=True)
+        for n in starts:
+            result = project(G, target, options[n], perceptual=perceptual)
+            generated.append({"seed": seed, "starts": n, "psnr": result.psnr, "perceptual": result.perceptual,
+                              "pixel": result.pixel, "steps_per_s": result.steps_done / result.seconds})
+            figures["generated"] = generated
+            save()
+            print(generated[-1], flush=True)
 
     figures["load_after"] = os.getloadavg()
     save()

@@ -86,10 +86,12 @@ def test_an_image_dropped_on_explore_is_projected_live_and_the_sliders_then_edit
     assert window.controller.state == start_state  # loading alone changes nothing
 
     box.steps.setValue(STEPS)
+    assert box.starts.value() == 4
+    box.starts.setValue(2)
     qtbot.mouseClick(box.start_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: box.progress.value() >= 1, timeout=PROJECTION_MS)
     assert "steps/s" in box.status.text() and "ETA" in box.status.text()
-    assert box.cancel_button.isEnabled() and not box.start_button.isEnabled()
+    assert box.cancel_button.isEnabled() and not box.start_button.isEnabled() and not box.starts.isEnabled()
     assert not box.result_view.pixmap().isNull()  # the reconstruction beside the target
     qtbot.waitUntil(lambda: box.task.ended, timeout=PROJECTION_MS)
     settle(qtbot, window)
@@ -104,6 +106,7 @@ def test_an_image_dropped_on_explore_is_projected_live_and_the_sliders_then_edit
 
     recipe = read_recipe(exported(qtbot, window, tmp_path / "projected.png"))
     assert recipe["projection"]["file"] == "my drawing.png" and recipe["projection"]["fit"] == "crop"
+    assert recipe["projection"]["starts"] == 2
     assert recipe["state"]["w"] == list(state.w)
 
     window.explore_panel.psi.set_value(0.5)  # sliders keep working on the projection, as on a seed

@@ -8,7 +8,6 @@ With no subcommand it opens the window (optionally on the files named); `--scree
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -186,15 +185,14 @@ def cmd_project(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from studio.engine.projection import ProjectionOptions, file_origin, load_target, project
+    from studio.engine.projection import ProjectionOptions, default_starts, file_origin, load_target, project
     from studio.engine.recipe import make_recipe, save_image
     from studio.engine.session import Session
 
     session = Session(_model_argument(args.model), device=args.device, precision="fp32")
     target = load_target(args.image, session.resolution, args.fit)
-    options = ProjectionOptions(steps=args.steps, w_plus=args.w_plus)
-    if args.starts is not None:
-        options = dataclasses.replace(options, starts=args.starts)
+    starts = default_starts(session.device, session.resolution) if args.starts is None else args.starts
+    options = ProjectionOptions(steps=args.steps, w_plus=args.w_plus, starts=starts)
     result = project(session.G, target, options)
     state = result.state(session.model_id)
     out = args.out
@@ -278,8 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--starts",
         type=int,
-        help="starting points optimised side by side, the nearest kept (default 4; 1: the mean latent only, "
-        "fastest)",
+        help="starting points optimised side by side, the nearest kept (default: 4 on a GPU or a model of up to "
+        "64 px, else 1, the mean latent alone)",
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=_output_folder, required=True, help="folder for projected.png, projected_w.npy")

@@ -20,6 +20,7 @@ from studio.engine.paths import bundled_model_path
 from studio.engine.projection import (
     PerceptualDistance,
     ProjectionOptions,
+    default_starts,
     distances,
     load_target,
     project,
@@ -74,6 +75,13 @@ def test_every_start_is_optimised_on_its_own_and_the_nearest_wins(G):
     assert alone.psnr < 40 and np.allclose(alone.ws, G.to_ws(w_avg)[0].numpy())
     with pytest.raises(ValueError, match="at least one starting point"):
         ProjectionOptions(starts=0)
+
+
+def test_several_starts_where_a_batch_of_them_is_cheap_one_on_a_cpu_at_large_sizes():
+    cpu, gpu, mps = torch.device("cpu"), torch.device("cuda", 0), torch.device("mps")
+    assert default_starts(cpu, 32) == default_starts(cpu, 64) == ProjectionOptions.starts == 4
+    assert default_starts(cpu, 128) == default_starts(cpu, 1024) == 1
+    assert default_starts(gpu, 1024) == default_starts(mps, 256) == 4
 
 
 def test_projection_gets_nearer_than_the_mean_image_and_reports_each_step(G):

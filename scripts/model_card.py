@@ -130,6 +130,9 @@ def main() -> None:
     parser.add_argument("--previous", type=Path, help="the model this run continued (default: the run's --base)")
     parser.add_argument("--precision", default="fp32", help="what the run computed in, for the card")
     parser.add_argument("--stage-note", default="", help="anything the run's config.json does not say")
+    parser.add_argument(
+        "--cover-seed", type=int, default=0, help="the seed the app opens the model on (chosen from the sample grid)"
+    )
     args = parser.parse_args()
 
     run = RunDir(args.run)
@@ -201,6 +204,7 @@ def main() -> None:
         "wall_time_h": round(wall_h, 2),
         "hardware": args.hardware,
         "stages": stages,
+        "cover_seed": args.cover_seed,
     }
     save_checkpoint(
         weights, CheckpointBundle(bundle.G_ema, bundle.G, bundle.D, bundle.augment_p, bundle.meta), torch.float16
@@ -236,6 +240,7 @@ def main() -> None:
         if config.get("discriminator") == "projected"
         else ""
     )
+    cover_reason = ", picked from these samples: some seeds draw almost nothing" if args.cover_seed else ""
     card = f"""# {args.name}: GAN Studio's bundled default generator
 
 A StyleGAN2 generator ({bundle.meta.resolution}×{bundle.meta.resolution} px, {bundle.meta.num_ws} style layers) trained
@@ -243,6 +248,8 @@ by GAN Studio's own `gan-studio-train` on the Fluent Emoji 3D images. It is smal
 on two CPU cores, so it is a toy to play with and a base to fine-tune, not a showcase of StyleGAN.
 
 ![samples, seeds 0–31](./{grid_path.name})
+
+The app opens it on seed {args.cover_seed}{cover_reason}.
 
 ## Data and licences
 - **Images**: Fluent Emoji 3D, npm package `@lobehub/fluent-emoji-3d@1.1.0` (MIT licence, © Microsoft

@@ -45,6 +45,7 @@ Progress = Callable[[int, int, str], None]
 INDEX_VERSION = 1
 THUMBNAIL_TILE = 128
 THUMBNAIL_SEEDS = (0, 1, 2, 3)
+COVER_SEED_LIMIT = 2**31 - 1  # the seed box's range (a C int)
 _RECORD_KEYS = {"id", "name", "file", "thumbnail", "meta", "added", "bundled", "model_hash", "file_hashes"}
 
 
@@ -60,6 +61,14 @@ class ModelEntry:
     added: str
     bundled: bool
     model_hash: str = ""
+
+    @property
+    def cover_seed(self) -> int:
+        """The seed the model opens on before it has an image of its own: its publisher's pick (the bundled
+        model's card names it), else 0. Metadata from a file an artist brings is checked, never trusted."""
+        training = self.meta.get("training")
+        seed = training.get("cover_seed", 0) if isinstance(training, dict) else 0
+        return seed if type(seed) is int and 0 <= seed <= COVER_SEED_LIMIT else 0
 
 
 def model_fingerprint(G: Generator) -> str:

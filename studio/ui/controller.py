@@ -109,7 +109,7 @@ class StudioController(QObject):
         self.renderer.set_session(session)
         session.compile_in_background()  # renders go on eagerly until the compiled display path takes over
         settings.app_settings().setValue(settings.LAST_MODEL, entry.id)
-        self.state = (state or RenderState(model_id=entry.id)).replace(model_id=entry.id)
+        self.state = (state or RenderState(model_id=entry.id, seed=entry.cover_seed)).replace(model_id=entry.id)
         self.history = History()
         self.history.push(self.state)
         self.directions = []

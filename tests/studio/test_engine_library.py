@@ -13,7 +13,7 @@ from PIL import Image
 
 from models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from studio.engine import library as library_module
-from studio.engine.library import ModelLibrary
+from studio.engine.library import ModelEntry, ModelLibrary
 from studio.engine.selftest import make_random_model
 from tests.studio.engine_support import model_file  # noqa: F401
 
@@ -122,3 +122,23 @@ def test_bundled_model_is_registered_in_place(model_file: Path, tmp_path: Path, 
     assert updated.id != entry.id and [e.id for e in library.entries()] == [updated.id]
     monkeypatch.setattr(library_module, "bundled_model_path", lambda: None)
     assert library.ensure_bundled() is None and library.entries() == []
+
+
+def with_cover_seed(source: Path, target: Path, cover_seed: object) -> Path:
+    bundle = load_checkpoint(source)
+    bundle.meta.training = {**bundle.meta.training, "cover_seed": cover_seed}
+    save_checkpoint(target, bundle)
+    return target
+
+
+def test_a_model_opens_on_its_cover_seed_and_hostile_values_fall_back_to_zero(model_file: Path, tmp_path: Path):
+    library = ModelLibrary(tmp_path / "lib")
+    assert library.import_model(model_file).cover_seed == 0  # no pick: seed 0, as always
+    other = make_random_model(tmp_path / "other.safetensors", seed=3)
+    picked = library.import_model(with_cover_seed(other, tmp_path / "picked.safetensors", 8))
+    assert picked.cover_seed == 8 and ModelLibrary(tmp_path / "lib").get(picked.id).cover_seed == 8
+    entry = picked.__dict__
+    for hostile in (-1, 2**31, 2.5, True, "8", None, [8], {"seed": 8}):
+        meta = {**entry["meta"], "training": {"cover_seed": hostile}}
+        assert ModelEntry(**{**entry, "meta": meta}).cover_seed == 0, hostile
+    assert ModelEntry(**{**entry, "meta": {**entry["meta"], "training": "not a dict"}}).cover_seed == 0

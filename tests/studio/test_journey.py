@@ -15,9 +15,10 @@ from PIL import Image
 from PySide6.QtCore import QPoint, Qt
 
 from studio.engine.recipe import read_recipe
+from tests.studio.test_engine_library import with_cover_seed
 from tests.studio.test_ui_dataset import make_folder
 from tests.studio.test_ui_explore import activate, handle, key
-from tests.studio.ui_support import WAIT_MS, canvas, drop, settle
+from tests.studio.ui_support import WAIT_MS, canvas, drop, engine_render, settle
 
 RUN_MS = 90_000
 # Seconds of CPU, not an hour: what Advanced and the run's own settings would give an impatient expert.
@@ -26,6 +27,20 @@ QUICK_RUN = {"batch": 8, "sample_kimg": 0.04, "snap_kimg": 0.04, "progress_inter
 
 
 pytestmark = pytest.mark.usefixtures("event_loop_cycled", "one_thread_training")
+
+
+def test_a_fresh_launch_opens_the_bundled_model_on_the_seed_its_card_picked(
+    qtbot, empty_home, tiny_model, make_window, monkeypatch, tmp_path
+):
+    shipped = with_cover_seed(tiny_model, tmp_path / "shipped.safetensors", 8)
+    monkeypatch.setattr("studio.engine.library.bundled_model_path", lambda: shipped)
+    window = make_window()
+    qtbot.waitUntil(lambda: window.controller.entry is not None, timeout=WAIT_MS)
+    settle(qtbot, window)
+    c = window.controller
+    assert c.entry.bundled and c.state.seed == 8 and window.explore_panel.seed.value() == 8
+    assert np.array_equal(canvas(window), engine_render(window, c.state))
+    assert not c.history.can_undo  # where it opens, not an edit
 
 
 def test_first_run_journey(qtbot, empty_home, tiny_model, make_window, monkeypatch, tmp_path):

@@ -199,7 +199,7 @@ def w_statistics(G: Generator, samples: int = W_AVG_SAMPLES, seed: int = 123) ->
 def default_starts(device: torch.device, resolution: int) -> int:
     """The starts a projection gets unless the artist sets them: four where a batch of four should cost little
     more than one image (an accelerator, which a single image leaves mostly idle: not measured here; a CPU at
-    up to 64 px, where four took 2.6 times as long as one), else one (a CPU took 4.2 times as long with four at
+    up to 64 px, where four took 2.5-3 times as long as one), else one (a CPU took 4.2 times as long with four at
     256 px)."""
     return ProjectionOptions.starts if device.type != "cpu" or resolution <= 64 else 1
 

@@ -71,7 +71,7 @@ class ProjectBox(QGroupBox):
         self.starts = QSpinBox(minimum=1, maximum=16, value=ProjectionOptions.starts, suffix=" starts")
         self.starts.setToolTip(
             "Starting points optimised side by side; the nearest result is kept. More find hard images more "
-            "often and take longer on a CPU (4 took 2.6 times as long as 1 at 64 px, 4.2 times at 256 px), so "
+            "often and take longer on a CPU (4 took 2.5-3 times as long as 1 at 64 px, 4.2 times at 256 px), so "
             "each model opens with 4 on a GPU or at up to 64 px, else 1"
         )
         self.w_plus = QCheckBox("Per layer (w+)", checked=True)

@@ -38,6 +38,7 @@ from models.stylegan2 import Generator
 from studio.engine.files import atomic_write, atomic_write_bytes
 from studio.engine.imaging import grid, resize, to_uint8
 from studio.engine.paths import bundled_model_path
+from studio.engine.state import SEED_LIMIT
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,6 @@ Progress = Callable[[int, int, str], None]
 INDEX_VERSION = 1
 THUMBNAIL_TILE = 128
 THUMBNAIL_SEEDS = (0, 1, 2, 3)
-COVER_SEED_LIMIT = 2**31 - 1  # the seed box's range (a C int)
 _RECORD_KEYS = {"id", "name", "file", "thumbnail", "meta", "added", "bundled", "model_hash", "file_hashes"}
 
 
@@ -68,7 +68,7 @@ class ModelEntry:
         model's card names it), else 0. Metadata from a file an artist brings is checked, never trusted."""
         training = self.meta.get("training")
         seed = training.get("cover_seed", 0) if isinstance(training, dict) else 0
-        return seed if type(seed) is int and 0 <= seed <= COVER_SEED_LIMIT else 0
+        return seed if type(seed) is int and 0 <= seed <= SEED_LIMIT else 0
 
 
 def model_fingerprint(G: Generator) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 NOISE_MODES = ("const", "random", "none")
 CAMERA_FIELDS = ("translate_x", "translate_y", "rotate")  # StyleGAN3's input transform
 STATE_VERSION = 1
+SEED_LIMIT = 2**31 - 1  # the seeds the app offers: QSpinBox holds a C int; models.seeds accepts up to 2**32 - 1
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 
 from studio.engine.mixing import layer_presets
 from studio.engine.session import Direction
-from studio.engine.state import NOISE_MODES, Edit, RenderState
+from studio.engine.state import NOISE_MODES, SEED_LIMIT, Edit, RenderState
 from studio.ui.controller import StudioController
 from studio.ui.panels.blend_box import BlendBox
 from studio.ui.panels.project_box import ProjectBox
@@ -35,7 +35,6 @@ from studio.ui.widgets.scroll_column import scroll_column
 from studio.ui.widgets.thumbnail_list import ThumbnailList
 from studio.ui.workers import Task
 
-SEED_LIMIT = 2**31 - 1  # QSpinBox holds a C int; models.seeds accepts up to 2**32 - 1
 GRID_PAGE = 12
 GRID_ICON = 64
 FAVOURITE_ICON = 64

@@ -34,10 +34,9 @@ from studio.engine.export import (
     export_latents,
     export_video,
 )
-from studio.engine.state import RenderState
+from studio.engine.state import SEED_LIMIT, RenderState
 from studio.ui import settings
 from studio.ui.controller import StudioController
-from studio.ui.panels.explore import SEED_LIMIT
 from studio.ui.widgets.scroll_column import scroll_column
 from studio.ui.workers import Task, TaskRunner
 

@@ -27,10 +27,10 @@ from PySide6.QtWidgets import (
 
 from studio.engine.export import export_image
 from studio.engine.mixing import mixing_grid
-from studio.engine.state import MixSource, RenderState
+from studio.engine.state import SEED_LIMIT, MixSource, RenderState
 from studio.ui.controller import StudioController
 from studio.ui.images import to_qimage
-from studio.ui.panels.explore import SEED_LIMIT, presets_for
+from studio.ui.panels.explore import presets_for
 from studio.ui.widgets.canvas import Canvas
 from studio.ui.widgets.layer_strip import LayerStrip, source_colour
 from studio.ui.widgets.scroll_column import scroll_column

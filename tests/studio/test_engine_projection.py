@@ -16,6 +16,7 @@ from PIL import Image
 
 from models.checkpoints import load_checkpoint
 from studio.cli import main
+from studio.engine.imaging import to_uint8
 from studio.engine.paths import bundled_model_path
 from studio.engine.projection import (
     PerceptualDistance,
@@ -35,12 +36,15 @@ from studio.engine.state import RenderState
 from tests.studio.engine_support import model_file  # noqa: F401
 
 
-def made(G, seed: int) -> np.ndarray:
-    """The image `G` makes from `seed` with its constant noise, as the studio renders seeds."""
+def image_of(G, ws: torch.Tensor) -> np.ndarray:
+    """The image `G` makes from one w+ [1, num_ws, w_dim] with its constant noise, as the studio renders."""
     with torch.no_grad():
-        return (G.synthesis(seed_ws(G, [seed]), noise_mode="const") * 127.5 + 128).clamp(0, 255).to(
-            torch.uint8
-        )[0].permute(1, 2, 0).numpy()
+        return to_uint8(G.synthesis(ws, noise_mode="const"))[0]
+
+
+def made(G, seed: int) -> np.ndarray:
+    """The image `G` makes from `seed`, as the studio renders seeds."""
+    return image_of(G, seed_ws(G, [seed]))
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +66,7 @@ def test_every_start_is_optimised_on_its_own_and_the_nearest_wins(G):
     starts = starting_points(G, w_avg, options)
     assert starts.shape == (4, G.w_dim) and torch.equal(starts[0], w_avg[0])
     assert all(not torch.allclose(starts[i], starts[j]) for i in range(4) for j in range(i))
-    with torch.no_grad():  # the image of the third start: only that start can match it at once
-        target = (G.synthesis(G.to_ws(starts[2:3]), noise_mode="const") * 127.5 + 128).clamp(0, 255).to(
-            torch.uint8
-        )[0].permute(1, 2, 0).numpy()
+    target = image_of(G, G.to_ws(starts[2:3]))  # the third start's image: only that start matches it at once
     result = project(G, target, options)
     # One step without latent noise measures the starts themselves (a loss belongs to the latent before the
     # step's update).
@@ -108,10 +109,7 @@ def test_cancel_stops_at_once_and_keeps_the_best_latent(G):
 
     result = project(G, made(G, 4), ProjectionOptions(steps=500), progress=steps.append, cancel=cancel)
     assert result.cancelled and result.steps_done == 3
-    with torch.no_grad():
-        again = G.synthesis(torch.as_tensor(result.ws)[None], noise_mode="const")
-    assert np.array_equal((again * 127.5 + 128).clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).numpy(),
-                          result.image)
+    assert np.array_equal(image_of(G, torch.as_tensor(result.ws)[None]), result.image)
     assert project(G, made(G, 4), cancel=lambda: True).steps_done == 0  # w_avg, the starting point
 
 

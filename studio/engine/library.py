@@ -3,7 +3,7 @@
 A model's identity is its content: `model_hash` is the sha256 of the generator's weights and architecture
 (`model_fingerprint`), and its id the first 16 hex digits. So a model keeps its id (and the recipes of its
 images keep working) whichever file it came from, and however often it is imported, on any machine.
-Layout under the root: `models/<id>.safetensors`, `thumbnails/<id>.png` (seeds 0-3 in a 2×2 grid) and
+Layout under the root: `models/<id>.safetensors`, `thumbnails/<id>.png` (four seeds from its cover seed, 2×2) and
 `index.json` (names, metadata, dates, hashes of the files each model was imported from). The bundled model
 is registered in place, never copied.
 """
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int, str], None]
 INDEX_VERSION = 1
 THUMBNAIL_TILE = 128
-THUMBNAIL_SEEDS = (0, 1, 2, 3)
+THUMBNAIL_COUNT = 4
 _RECORD_KEYS = {"id", "name", "file", "thumbnail", "meta", "added", "bundled", "model_hash", "file_hashes"}
 
 
@@ -64,11 +64,15 @@ class ModelEntry:
 
     @property
     def cover_seed(self) -> int:
-        """The seed the model opens on before it has an image of its own: its publisher's pick (the bundled
-        model's card names it), else 0. Metadata from a file an artist brings is checked, never trusted."""
-        training = self.meta.get("training")
-        seed = training.get("cover_seed", 0) if isinstance(training, dict) else 0
-        return seed if type(seed) is int and 0 <= seed <= SEED_LIMIT else 0
+        """The seed the model opens on before it has an image of its own."""
+        return cover_seed_of(self.meta.get("training"))
+
+
+def cover_seed_of(training: object) -> int:
+    """The publisher's pick of a seed from a model's training record (the bundled model's card names one), else
+    0. Metadata from a file an artist brings is checked, never trusted."""
+    seed = training.get("cover_seed", 0) if isinstance(training, dict) else 0
+    return seed if type(seed) is int and 0 <= seed <= SEED_LIMIT else 0
 
 
 def model_fingerprint(G: Generator) -> str:
@@ -298,13 +302,16 @@ class ModelLibrary:
 
 
 def write_thumbnail(bundle: CheckpointBundle, path: Path) -> None:
-    """Seeds 0-3 in a 2×2 grid, each tile at most THUMBNAIL_TILE px (rendered no larger than needed)."""
+    """Four seeds from the model's cover seed in a 2×2 grid, so a model whose seed 0 is blank is not shown as
+    one; each tile at most THUMBNAIL_TILE px (rendered no larger than needed)."""
     G = bundle.G_ema
     device = G.mapping.w_avg.device
     # StyleGAN3 has no early exit (no block resolutions): it renders in full.
     resolutions = getattr(G.synthesis, "block_resolutions", [G.img_resolution])
     stop_at = next((r for r in resolutions if r >= THUMBNAIL_TILE), G.img_resolution)
-    z = torch.cat([z_from_seed(s, G.z_dim) for s in THUMBNAIL_SEEDS]).to(device)
+    first = cover_seed_of(bundle.meta.training)
+    seeds = [(first + i) % (SEED_LIMIT + 1) for i in range(THUMBNAIL_COUNT)]
+    z = torch.cat([z_from_seed(s, G.z_dim) for s in seeds]).to(device)
     c = torch.zeros(len(z), G.c_dim, device=device)
     c[:, :1] = 1  # conditional models show class 0
     with torch.inference_mode():

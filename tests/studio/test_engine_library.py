@@ -9,12 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from models.seeds import z_from_seed
 from studio.engine import library as library_module
-from studio.engine.library import ModelEntry, ModelLibrary
+from studio.engine.imaging import to_uint8
+from studio.engine.library import ModelEntry, ModelLibrary, write_thumbnail
 from studio.engine.selftest import make_random_model
+from studio.engine.state import SEED_LIMIT
 from tests.studio.engine_support import model_file  # noqa: F401
 
 
@@ -142,3 +146,18 @@ def test_a_model_opens_on_its_cover_seed_and_hostile_values_fall_back_to_zero(mo
         meta = {**entry["meta"], "training": {"cover_seed": hostile}}
         assert ModelEntry(**{**entry, "meta": meta}).cover_seed == 0, hostile
     assert ModelEntry(**{**entry, "meta": {**entry["meta"], "training": "not a dict"}}).cover_seed == 0
+
+
+def test_the_thumbnail_starts_at_the_cover_seed_and_wraps_past_the_last_seed(tmp_path: Path):
+    source = make_random_model(tmp_path / "model.safetensors", seed=3)
+    bundle = load_checkpoint(with_cover_seed(source, tmp_path / "picked.safetensors", SEED_LIMIT))
+    write_thumbnail(bundle, tmp_path / "thumbnail.png")
+    with Image.open(tmp_path / "thumbnail.png") as thumb:
+        sheet = np.asarray(thumb.convert("RGB")).astype(int)
+    tiles = [sheet[:32, :32], sheet[:32, 32:], sheet[32:, :32], sheet[32:, 32:]]
+    G = bundle.G_ema
+    z = torch.cat([z_from_seed(seed, G.z_dim) for seed in (SEED_LIMIT, 0, 1, 2)])
+    with torch.inference_mode():
+        expected = to_uint8(G.render(z, "z")).astype(int)
+    for tile, image in zip(tiles, expected, strict=True):
+        assert np.abs(tile - image).max() <= 1

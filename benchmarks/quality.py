@@ -82,7 +82,7 @@ def parse_recipe(spec: str) -> tuple[str, list[str]]:
 
 
 def train_for_cpu_budget(
-    spec: str, data: Path, run: Path, keep: Path, budget_s: float, every_s: float, threads: int
+    spec: str, base: Path, data: Path, run: Path, keep: Path, budget_s: float, every_s: float, threads: int
 ) -> dict:
     """Fine-tune with one recipe until its process has used `budget_s` CPU seconds; keep a model per mark."""
     preset, overrides = parse_recipe(spec)
@@ -96,7 +96,7 @@ def train_for_cpu_budget(
         "--data",
         str(data),
         "--base",
-        str(BASE),
+        str(base),
         "--out",
         str(run),
         "--preset",
@@ -274,6 +274,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=float, default=1.0, help="CPU minutes between measured checkpoints")
     parser.add_argument("--n", type=int, default=500, help="images a side for the metrics")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--base", type=Path, default=BASE, help="the model to fine-tune (default: the bundled one)")
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "gan-studio" / "quality-bench")
     parser.add_argument("--font", default=FONT)
     parser.add_argument("--one-at-a-time", action="store_true", help="train the recipes in turn, not side by side")
@@ -295,7 +296,9 @@ def main() -> None:
         def train_recipe(spec: str) -> dict:
             folder = args.work / "".join(c if c.isalnum() or c in "-." else "_" for c in spec)
             budget, every = args.cpu_minutes * 60, args.eval_every * 60
-            return train_for_cpu_budget(spec, data, folder / "run", folder / "kept", budget, every, args.threads)
+            return train_for_cpu_budget(
+                spec, args.base, data, folder / "run", folder / "kept", budget, every, args.threads
+            )
 
         with ThreadPoolExecutor(max_workers=1 if args.one_at_a_time else len(specs)) as pool:
             runs = list(pool.map(train_recipe, specs))
@@ -304,8 +307,8 @@ def main() -> None:
 
     print(f"measuring {sum(len(r['kept']) for r in runs) + 1} models against {args.n} real images", flush=True)
     evaluator = Evaluator(data, args.n)
-    before = evaluator.model(BASE)
-    save_grid(args.work / "grid-before.png", BASE)
+    before = evaluator.model(args.base)
+    save_grid(args.work / "grid-before.png", args.base)
     for run in runs:
         for point in run["kept"]:
             point.update(evaluator.model(point["path"]))

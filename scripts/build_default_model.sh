@@ -3,20 +3,25 @@
 # Fluent Emoji 3D 1.1.0 (MIT), 3,391 RGBA WebP images, fetched through npm.
 #   bash scripts/build_default_model.sh              # fetch, prepare, train (resumes if interrupted)
 #   DEVICE=cuda bash scripts/build_default_model.sh
-# Three stages, each from the last snapshot of the one before:
+# Four stages, each from a snapshot of the one before:
 #   run/   from scratch with the StyleGAN discriminator;
 #   run2/  the projected discriminator with DiffAugment (G at the StyleGAN rate), which moved FD-EffNet far
 #          more per CPU-minute than run/ did;
 #   run3/  the finetune-fast recipe (fresh projected heads, G's rate a quarter of that, a 1-kimg EMA); FD-EffNet
-#          was level from 10 to 30 kimg and rose after, so its 30-kimg snapshot shipped.
+#          was level from 10 to 30 kimg and rose after, so its 30-kimg snapshot went on;
+#   run4/  the same recipe on that snapshot widened to twice the channels at every resolution
+#          (scripts/widen_generator.py: it draws the same images until training uses the new channels);
+#          FD-EffNet fell from 96 to 88-92 within 10 kimg, and its 14-kimg snapshot shipped.
 # Then write the weights and the model card into resources/models/:
-#   python scripts/model_card.py --run "$WORK/run3" --kimg 30
+#   python scripts/model_card.py --run "$WORK/run4" --kimg "$STAGE4_KIMG" --cover-seed 8
 set -euo pipefail
 WORK=${WORK:-$HOME/.cache/gan-studio/default-model}
 STAGE1_KIMG=${STAGE1_KIMG:-57}
 STAGE2_KIMG=${STAGE2_KIMG:-60}
 STAGE3_KIMG=${STAGE3_KIMG:-30}
+STAGE4_KIMG=${STAGE4_KIMG:-14}
 DEVICE=${DEVICE:-auto}
+SCRIPTS=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$WORK"
 cd "$WORK"
 if [ ! -d package/assets ]; then
@@ -48,4 +53,8 @@ stage run2 --base "$(last_snapshot run)" --preset finetune-fast --g-lr 0.002 --d
     --snap-kimg 1 --sample-kimg 1
 gan-studio-train --resume run2 --set d_lr=0.0002 --set kimg="$STAGE2_KIMG"
 stage run3 --base "$(last_snapshot run2)" --preset finetune-fast --kimg "$STAGE3_KIMG" --snap-kimg 2 \
+    --sample-kimg 2
+[ -f stage4-base.safetensors ] || python "$SCRIPTS/widen_generator.py" "$(last_snapshot run3)" \
+    stage4-base.safetensors --channel-base 4096 --channel-max 256
+stage run4 --base stage4-base.safetensors --preset finetune-fast --kimg "$STAGE4_KIMG" --snap-kimg 2 \
     --sample-kimg 2

@@ -29,11 +29,10 @@ def widen(G: Generator, channel_base: int, channel_max: int, seed: int = 0) -> G
     """A copy of `G` with the wider synthesis network; the same `seed` gives the same added weights."""
     if getattr(G, "family", "stylegan2") != "stylegan2":
         raise ValueError("only StyleGAN2 generators can be widened")
-    kwargs = {**G.init_kwargs, "synthesis_kwargs": {**G.init_kwargs["synthesis_kwargs"], "channel_base": channel_base,
-                                                   "channel_max": channel_max}}  # fmt: skip
+    synthesis = dict(G.init_kwargs["synthesis_kwargs"], channel_base=channel_base, channel_max=channel_max)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        wide = Generator(**kwargs)
+        wide = Generator(**{**G.init_kwargs, "synthesis_kwargs": synthesis})
     narrow_channels, wide_channels = G.synthesis.channels, wide.synthesis.channels
     if any(wide_channels[r] < narrow_channels[r] for r in narrow_channels):
         raise ValueError(f"the new widths {wide_channels} are narrower than {narrow_channels} somewhere")

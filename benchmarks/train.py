@@ -28,10 +28,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# The bundled model's width through its third stage, at its training settings: the README's before/after table
-# was measured at it. The fourth stage doubled every resolution's channels (resources/models/fluent-emoji-64.md).
+# The bundled model's width (since its fourth stage, resources/models/fluent-emoji-64.md) and training settings.
 BUNDLED = dict(
-    channel_base=2048, channel_max=128, z_dim=128, w_dim=128, map_layers=2, pl_weight=0.0, mirror=True
+    channel_base=4096, channel_max=256, z_dim=128, w_dim=128, map_layers=2, pl_weight=0.0, mirror=True
 )
 DISCRIMINATOR_SETTINGS = {
     "stylegan": {},

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import math
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
@@ -30,7 +31,9 @@ import torch.nn.functional as F
 INPUT_SIZE = 224
 # The two-sample test's classifier sees images at C2ST_SIZE px and trains for a fixed C2ST_STEPS batches of
 # C2ST_BATCH, whatever n: fewer (10 epochs of 640 images a side) left it finding noise of sigma 8 under one
-# seed and missing it under another.
+# seed and missing it under another. Its rate decays to zero along a cosine: at a constant rate the last steps
+# could leave it anywhere, and 1000 bundled-model samples against Fluent scored 0.80-0.97 over six splits and
+# seeds (0.80-0.98 at 1200 steps); with the decay, 0.969-0.980.
 C2ST_SIZE = 64
 C2ST_STEPS = 300
 C2ST_BATCH = 64
@@ -375,6 +378,9 @@ def c2st(
     ):
         net = _c2st_network(generator).to(device, memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(net.parameters(), lr=2e-3, betas=(0.5, 0.99))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps))
+        )
         train_y = torch.cat([torch.ones(half), torch.zeros(half)]).to(device)
         for index in itertools.islice(itertools.chain.from_iterable(epochs), steps):
             flip = (torch.rand(len(index), generator=generator) < 0.5).to(device)[:, None, None, None]
@@ -383,6 +389,7 @@ def c2st(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            schedule.step()
         net.eval()
         with torch.no_grad():
             logits = torch.cat([net(scaled(chunk))[:, 0].cpu() for chunk in test_x.split(256)])

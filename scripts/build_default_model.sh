@@ -11,15 +11,16 @@
 #          was level from 10 to 30 kimg and rose after, so its 30-kimg snapshot went on;
 #   run4/  the same recipe on that snapshot widened to twice the channels at every resolution
 #          (scripts/widen_generator.py: it draws the same images until training uses the new channels);
-#          FD-EffNet fell from 96 to 88-92 within 10 kimg, and its 14-kimg snapshot shipped.
+#          FD-EffNet fell from 96 to 86-88 within 4 kimg, stayed level to 10 kimg and rose after (91 at 14),
+#          and its 5-kimg snapshot shipped.
 # Then write the weights and the model card into resources/models/:
-#   python scripts/model_card.py --run "$WORK/run4" --kimg "$STAGE4_KIMG" --cover-seed 8
+#   python scripts/model_card.py --run "$WORK/run4" --kimg "$STAGE4_KIMG" --cover-seed 37
 set -euo pipefail
 WORK=${WORK:-$HOME/.cache/gan-studio/default-model}
 STAGE1_KIMG=${STAGE1_KIMG:-57}
 STAGE2_KIMG=${STAGE2_KIMG:-60}
 STAGE3_KIMG=${STAGE3_KIMG:-30}
-STAGE4_KIMG=${STAGE4_KIMG:-14}
+STAGE4_KIMG=${STAGE4_KIMG:-5}
 DEVICE=${DEVICE:-auto}
 SCRIPTS=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$WORK"
@@ -56,5 +57,5 @@ stage run3 --base "$(last_snapshot run2)" --preset finetune-fast --kimg "$STAGE3
     --sample-kimg 2
 [ -f stage4-base.safetensors ] || python "$SCRIPTS/widen_generator.py" "$(last_snapshot run3)" \
     stage4-base.safetensors --channel-base 4096 --channel-max 256
-stage run4 --base stage4-base.safetensors --preset finetune-fast --kimg "$STAGE4_KIMG" --snap-kimg 2 \
+stage run4 --base stage4-base.safetensors --preset finetune-fast --kimg "$STAGE4_KIMG" --snap-kimg 1 \
     --sample-kimg 2

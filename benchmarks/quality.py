@@ -2,7 +2,8 @@
 
 Run on demand (minutes to an hour):
     python benchmarks/quality.py [--recipes finetune finetune-fast] [--cpu-minutes 6] [--eval-every 1]
-                                 [--n 500] [--threads 1] [--work DIR] [--one-at-a-time] [--measure-only]
+                                 [--n 500] [--batch 16] [--threads 1] [--work DIR] [--one-at-a-time]
+                                 [--measure-only]
 
 Each recipe (a preset of `gan-studio-train`, optionally with `:key=value;...` overrides) fine-tunes the bundled
 fluent-emoji-64 model on Noto Color Emoji (rendered by scripts/noto_emoji.py and prepared once at 64 px,
@@ -47,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 from models.checkpoints import load_checkpoint  # noqa: E402
 from models.seeds import z_from_seed  # noqa: E402
 from training import metrics  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
 from training.dataset import PreparedDataset  # noqa: E402
 from training.prepare import prepare_dataset  # noqa: E402
 from training.run_dir import RunDir, save_image_grid, to_uint8  # noqa: E402
@@ -82,7 +84,15 @@ def parse_recipe(spec: str) -> tuple[str, list[str]]:
 
 
 def train_for_cpu_budget(
-    spec: str, base: Path, data: Path, run: Path, keep: Path, budget_s: float, every_s: float, threads: int
+    spec: str,
+    base: Path,
+    data: Path,
+    run: Path,
+    keep: Path,
+    budget_s: float,
+    every_s: float,
+    threads: int,
+    batch: int,
 ) -> dict:
     """Fine-tune with one recipe until its process has used `budget_s` CPU seconds; keep a model per mark."""
     preset, overrides = parse_recipe(spec)
@@ -102,7 +112,7 @@ def train_for_cpu_budget(
         "--preset",
         preset,
         "--batch",
-        "8",
+        str(batch),
         "--kimg",
         "1000",
         "--snap-kimg",
@@ -156,6 +166,7 @@ def train_for_cpu_budget(
     last = kept[-1]
     return {
         "recipe": spec,
+        "batch": batch,
         "kept": kept,
         "startup_cpu_s": started_cpu,
         "img_per_cpu_s": last["kimg"] * 1000 / (last["cpu_s"] - started_cpu),
@@ -273,6 +284,12 @@ def main() -> None:
     parser.add_argument("--cpu-minutes", type=float, default=6.0, help="training budget per recipe")
     parser.add_argument("--eval-every", type=float, default=1.0, help="CPU minutes between measured checkpoints")
     parser.add_argument("--n", type=int, default=500, help="images a side for the metrics")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=TrainConfig.batch,
+        help="images per step (default: what a run gets from the Train panel and the CLI unless told)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--base", type=Path, default=BASE, help="the model to fine-tune (default: the bundled one)")
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "gan-studio" / "quality-bench")
@@ -297,7 +314,7 @@ def main() -> None:
             folder = args.work / "".join(c if c.isalnum() or c in "-." else "_" for c in spec)
             budget, every = args.cpu_minutes * 60, args.eval_every * 60
             return train_for_cpu_budget(
-                spec, args.base, data, folder / "run", folder / "kept", budget, every, args.threads
+                spec, args.base, data, folder / "run", folder / "kept", budget, every, args.threads, args.batch
             )
 
         with ThreadPoolExecutor(max_workers=1 if args.one_at_a_time else len(specs)) as pool:

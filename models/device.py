@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import sys
 from pathlib import Path
 
 import torch
@@ -39,6 +41,29 @@ def cpu_has_fast_bf16() -> bool:
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Let glibc keep the memory of freed tensors for the next step instead of returning it to the system.
+
+    By default glibc hands large blocks back to the system when they are freed (unmapping them, or trimming the
+    heap's top), so every training step page-faults its activations in again. Keeping them halved a CPU training
+    process's page faults and sped the bundled model's projected-D (`finetune-fast`) step up 1.06× in bf16 and
+    1.12× in fp32; StyleGAN D's, 0.99× (benchmarks/train.py --compare). The process's memory stays at its peak,
+    which a training process reaches every step anyway. False where this is not glibc (macOS, Windows, musl);
+    process-wide, so it is done once."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    except (OSError, AttributeError):
+        return False
 
 
 def select_precision(device: torch.device, preference: str | None = None) -> torch.dtype | None:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from models.checkpoints import CheckpointBundle, ModelMeta, load_checkpoint, save_checkpoint
-from models.device import autocast, describe, select_device, select_precision
+from models.device import autocast, describe, keep_freed_memory, select_device, select_precision
 from models.seeds import z_from_seed
 from models.stylegan2 import Discriminator, Generator
 from training.augment import AdaController, build_augment
@@ -188,6 +188,8 @@ class Trainer:
             self.device = torch.device("cuda", local_rank)
             torch.cuda.set_device(self.device)
         self.dtype = select_precision(self.device, config.precision)
+        if self.device.type == "cpu":
+            keep_freed_memory()
         if not resume and config.base == "scratch" and config.conv_clamp is None and self.dtype is torch.float16:
             # NVIDIA's choice for fp16: activations clamped at ±256 keep every layer inside fp16's range.
             # config.json records it, so a resume builds the same network on any device.

@@ -63,13 +63,11 @@ def test_autocast_is_off_for_fp32_and_casts_for_bf16():
 
 
 # A training step's worth of activations (200 blocks of 1 MiB, written), freed, then allocated again: the second
-# round's page faults show whether the freed memory was kept. Each case runs in a fresh process, as the setting is
-# process-wide.
+# round's page faults show whether the freed memory was kept. In a fresh process, as the setting is process-wide.
 REALLOCATE = """
-import resource, sys, torch
+import resource, torch
 from models.device import keep_freed_memory
-if sys.argv[1] == "keep":
-    assert keep_freed_memory()
+assert keep_freed_memory()
 def step():
     blocks = [torch.empty(1 << 18).fill_(1.0) for _ in range(200)]
     del blocks
@@ -82,13 +80,10 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 def test_training_keeps_freed_memory_instead_of_faulting_it_in_again_each_step():
-    def faults(mode: str) -> int:
-        repo = Path(__file__).resolve().parents[2]
-        run = subprocess.run(
-            [sys.executable, "-c", REALLOCATE, mode], cwd=repo, capture_output=True, text=True, check=True
-        )
-        return int(run.stdout)
-
+    repo = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-c", REALLOCATE], cwd=repo, capture_output=True, text=True, check=True)
     pages = 200 * (1 << 20) // resource.getpagesize()
-    assert faults("default") > pages // 2  # glibc returned the memory, so every page faulted in again
-    assert faults("keep") < pages // 10
+    # glibc's default usually hands the memory back, so that nearly every page faults in again (51,174 of
+    # 51,200 in 4 of 5 fresh processes; in the fifth something allocated above the blocks kept the heap from
+    # shrinking): too unsteady to assert, so only the kept case is.
+    assert int(run.stdout) < pages // 10

@@ -49,14 +49,15 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 @functools.cache
 def keep_freed_memory() -> bool:
-    """Let glibc keep the memory of freed tensors for the next step instead of returning it to the system.
+    """Let glibc keep the memory of freed tensors for the next step or frame instead of returning it to the system.
 
-    By default glibc hands large blocks back to the system when they are freed (unmapping them, or trimming the
-    heap's top), so every training step page-faults its activations in again. Keeping them halved a CPU training
+    By default glibc hands large blocks back when they are freed (unmapping them, or trimming the heap's top), so
+    every training step or render page-faults its activations in again. Keeping them halved a CPU training
     process's page faults and sped the bundled model's projected-D (`finetune-fast`) step up 1.06× in bf16 and
-    1.12× in fp32; StyleGAN D's, 0.99× (benchmarks/train.py --compare). The process's memory stays at its peak,
-    which a training process reaches every step anyway. False where this is not glibc (macOS, Windows, musl);
-    process-wide, so it is done once."""
+    1.12× in fp32 (StyleGAN D's: 0.99×; benchmarks/train.py --compare), and the display path's 1024² frame 1.2×
+    in both precisions (256²: 1.00-1.04×; benchmarks/render.py). The process's memory stays at its peak, which
+    it reaches every step or frame anyway. False where this is not glibc (macOS, Windows, musl); process-wide,
+    so it is done once."""
     if not sys.platform.startswith("linux"):
         return False
     try:

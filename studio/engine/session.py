@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from models import directions as direction_math
 from models.checkpoints import load_checkpoint
-from models.device import autocast, describe, select_device, select_precision
+from models.device import autocast, describe, keep_freed_memory, select_device, select_precision
 from models.fast_synthesis import FastSynthesis, RenderCancelled
 from models.seeds import z_from_seed
 from models.stylegan2 import truncate
@@ -86,6 +86,8 @@ class Session:
     ):
         self.device = device if isinstance(device, torch.device) else select_device(device)
         self.dtype = select_precision(self.device, precision)
+        if self.device.type == "cpu":
+            keep_freed_memory()
         if isinstance(entry_or_path, ModelEntry):
             entry = entry_or_path
         else:

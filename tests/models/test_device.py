@@ -64,6 +64,7 @@ def test_autocast_is_off_for_fp32_and_casts_for_bf16():
 
 # A training step's worth of activations (200 blocks of 1 MiB, written), freed, then allocated again: the second
 # round's page faults show whether the freed memory was kept. In a fresh process, as the setting is process-wide.
+# The trainer and the render session arm it on a CPU (tests/training/test_loop.py, test_engine_session.py).
 REALLOCATE = """
 import resource, torch
 from models.device import keep_freed_memory
@@ -79,7 +80,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
-def test_training_keeps_freed_memory_instead_of_faulting_it_in_again_each_step():
+def test_the_cpu_keeps_freed_memory_instead_of_faulting_it_in_again_each_step():
     repo = Path(__file__).resolve().parents[2]
     run = subprocess.run([sys.executable, "-c", REALLOCATE], cwd=repo, capture_output=True, text=True, check=True)
     pages = 200 * (1 << 20) // resource.getpagesize()

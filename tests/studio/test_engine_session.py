@@ -223,3 +223,10 @@ def test_bad_model_file_is_a_checkpoint_error(tmp_path: Path):
         Session(bad, device="cpu", data_dir=tmp_path)
     with pytest.raises(CheckpointError, match="does not exist"):
         Session(tmp_path / "missing.safetensors", device="cpu", data_dir=tmp_path)
+
+
+def test_a_session_on_the_cpu_keeps_freed_memory_for_the_next_frame(model_file: Path, tmp_path: Path, monkeypatch):
+    calls = []
+    monkeypatch.setattr("studio.engine.session.keep_freed_memory", lambda: calls.append("armed"))
+    Session(model_file, device="cpu", data_dir=tmp_path)
+    assert calls == ["armed"]  # the effect itself: tests/models/test_device.py

@@ -371,6 +371,13 @@ def test_the_last_step_passing_the_total_shows_100_percent_and_no_negative_eta(t
     assert "100%" in capsys.readouterr().err
 
 
+def test_training_on_the_cpu_keeps_freed_memory_for_the_next_step(tmp_path, discs_folder, monkeypatch):
+    calls = []
+    monkeypatch.setattr("training.loop.keep_freed_memory", lambda: calls.append("armed"))
+    train(tiny_config(discs_folder, tmp_path / "run", kimg=0.008, device="cpu"))
+    assert calls == ["armed"]  # the effect itself: tests/models/test_device.py
+
+
 def test_cli_length_in_minutes(tmp_path):
     args = ["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--minutes", "10"]
     config = config_from_args(build_parser().parse_args(args))

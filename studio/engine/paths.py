@@ -21,9 +21,10 @@ def user_data_dir() -> Path:
 
 def cache_dir() -> Path:
     """Files that can be rebuilt, but at a cost (compiled code): `$GAN_STUDIO_HOME/cache` if set, else the
-    platform's per-user cache folder."""
+    platform's per-user cache folder, named without a space (e.g. ~/.cache/gan-studio): torch.compile hands the
+    paths in it to the C++ compiler unquoted, and in "GAN Studio" every compile failed."""
     override = os.environ.get(HOME_ENV)
-    path = Path(override) / "cache" if override else Path(platformdirs.user_cache_dir("GAN Studio", "GAN Studio"))
+    path = Path(override) / "cache" if override else Path(platformdirs.user_cache_dir("gan-studio", appauthor=False))
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -170,9 +170,15 @@ class Session:
         from torch._inductor.runtime.cache_dir_utils import default_cache_dir  # light: no dynamo
 
         # Inductor writes its default (a temporary folder) into the variable once anything has used it: only a
-        # folder the user chose is kept, so that compiled code outlives a reboot in the app's own cache.
+        # folder the user chose is kept, so that compiled code outlives a reboot in the app's own cache. Not in
+        # a folder whose path has whitespace (a user name, GAN_STUDIO_HOME): inductor does not quote its paths
+        # for the C++ compiler, so there it keeps its temporary folder.
         if os.environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, default_cache_dir()):
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir() / "torch-inductor")
+            ours = cache_dir() / "torch-inductor"
+            if any(c.isspace() for c in str(ours)):
+                log.info("compiled code goes to %s: inductor cannot compile in %s", default_cache_dir(), ours)
+            else:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(ours)
         started = time.perf_counter()
         try:
             ws = self.G.mapping.w_avg.detach().float().expand(1, self.num_ws, -1)  # any latent does

@@ -5,6 +5,7 @@ log line and eager rendering wherever compiling is unavailable or fails, and ren
 # ruff: noqa: F811
 
 import logging
+import sys
 import threading
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 
 from models.fast_synthesis import FastSynthesis
 from studio.engine import session as session_module
+from studio.engine.paths import cache_dir
 from studio.engine.renderer import Renderer
 from studio.engine.session import Session
 from studio.engine.state import RenderState
@@ -130,6 +132,34 @@ def test_compiling_is_skipped_with_a_log_line_where_unavailable(
         assert not session.compile_display_path()
     assert expected in caplog.text
     assert session.render(STATE).shape == (32, 32, 3)
+
+
+@pytest.mark.parametrize(("home", "cache_kept"), [("artist", True), ("an artist", False)])
+def test_compiled_code_is_kept_in_the_app_cache_unless_its_path_has_whitespace(
+    model_file: Path, tmp_path: Path, compiling: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture, home: str, cache_kept: bool,
+):
+    """Inductor hands its paths to g++ unquoted: compiling in ~/.cache/GAN Studio failed with "input file
+    '…/GAN' is the same as output file", so such a folder is left for inductor's temporary one."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir as inductor_cache_dir
+
+    monkeypatch.setenv("GAN_STUDIO_HOME", str(tmp_path / home))
+    chosen = []
+    monkeypatch.setattr(FastSynthesis, "compiled", lambda self, ws: chosen.append(inductor_cache_dir()) or self)
+    session = Session(model_file, device="cpu", precision="fp32", data_dir=tmp_path)
+    with caplog.at_level(logging.INFO, logger="studio.engine.session"):
+        assert session.compile_display_path()
+    ours = str(tmp_path / home / "cache" / "torch-inductor")
+    assert (chosen == [ours]) is cache_kept
+    assert not any(c.isspace() for c in chosen[0])
+    assert ("inductor cannot compile in" in caplog.text) is not cache_kept
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the XDG cache folder")
+def test_the_default_cache_folder_has_no_space_in_its_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("GAN_STUDIO_HOME", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "gan-studio" and cache_dir().is_dir()
 
 
 @pytest.fixture

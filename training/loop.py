@@ -100,8 +100,25 @@ def _process_group() -> Iterator[None]:
     torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     try:
         yield
+        _settle_collectives()
     finally:
         torch.distributed.destroy_process_group()
+
+
+def _settle_collectives() -> None:
+    """Wait until the communication threads have let go of the tensors of the run's last collectives. A Gloo
+    worker thread drops a finished collective's tensors after the caller has moved on, and needs the GIL to do
+    so; DDP keeps the group (and its threads) alive past `destroy_process_group`, so a drop still pending at the
+    interpreter's exit aborted the process (SIGABRT, "terminate called without an active exception": CI, about
+    one two-rank run in ten on 2 cores). One more collective, then a wait with the GIL released until its tensor
+    is ours alone (seconds at most); the worker that ran the collective before it had that round trip to finish."""
+    if torch.distributed.get_backend() != "gloo":
+        return
+    token = torch.zeros(1)
+    torch.distributed.all_reduce(token)
+    deadline = time.monotonic() + 10.0
+    while token._use_count() > 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 def discriminator_for(G: nn.Module) -> Discriminator:

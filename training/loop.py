@@ -466,8 +466,9 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             for p in g_trainable + d_trainable:
                 p.requires_grad_(True)
-            ddp_G = nn.parallel.DistributedDataParallel(G_train, device_ids=ids, broadcast_buffers=False)
-            ddp_D = nn.parallel.DistributedDataParallel(D, device_ids=ids, broadcast_buffers=False)
+            # Buffers (w_avg) follow each rank's own batches: no copy from rank 0 before every forward pass.
+            ddp_G = nn.parallel.DistributedDataParallel(G_train, device_ids=ids, forward_sync_buffers=False)
+            ddp_D = nn.parallel.DistributedDataParallel(D, device_ids=ids, forward_sync_buffers=False)
             G.requires_grad_(False)
             D.requires_grad_(False)
 

@@ -553,6 +553,7 @@ def test_ddp_two_processes_train_in_step(tmp_path, discs_folder, discriminator, 
     )
     done = torchrun(cli_args(discs_folder, out, 0.048, *extra)[3:], port, timeout=300)  # [3:]: drop "python -m"
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "`broadcast_buffers` is deprecated" not in done.stderr
     events = events_of(done.stdout)
     started = next(e for e in events if e["event"] == "started")
     assert started["world_size"] == 2

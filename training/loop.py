@@ -109,9 +109,10 @@ def _settle_collectives() -> None:
     """Wait until the communication threads have let go of the tensors of the run's last collectives. A Gloo
     worker thread drops a finished collective's tensors after the caller has moved on, and needs the GIL to do
     so; DDP keeps the group (and its threads) alive past `destroy_process_group`, so a drop still pending at the
-    interpreter's exit aborted the process (SIGABRT, "terminate called without an active exception": CI, about
-    one two-rank run in ten on 2 cores). One more collective, then a wait with the GIL released until its tensor
-    is ours alone (seconds at most); the worker that ran the collective before it had that round trip to finish."""
+    interpreter's exit aborted a process that called `train` and then exited normally (SIGABRT, "terminate called
+    without an active exception": CI's two-rank test, 5 runs in 41 on 2 cores; the CLI leaves through os._exit).
+    One more collective, then a wait with the GIL released until its tensor is ours alone (seconds at most); the
+    worker that ran the collective before it had that round trip to finish."""
     if torch.distributed.get_backend() != "gloo":
         return
     token = torch.zeros(1)

@@ -53,7 +53,7 @@ def recipe_summary(config: dict) -> str:
     keys += ["batch", "g_lr", "d_lr", "discriminator", "gan_loss", "aug", "mirror", "pl_weight"]
     keys += ["ema_kimg"] if config.get("ema_kimg") is not None else []
     keys += {"ada": ["ada_target", "ada_kimg"], "diffaug": ["diffaug_policy"]}.get(config["aug"], [])
-    keys += ["projected_size"] if config.get("discriminator") == "projected" else ["r1_gamma"]
+    keys += ["projected_size", "projected_norm"] if config.get("discriminator") == "projected" else ["r1_gamma"]
     return ", ".join(f"{k}={config.get(k)}" for k in keys)
 
 

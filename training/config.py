@@ -55,6 +55,7 @@ FEW_IMAGES = 100
 DEFAULT_FINETUNE_RECIPE = "finetune-fast"
 DISCRIMINATORS = ("stylegan", "projected")
 PROJECTED_SIZES = (64, 128, 256, 512)  # the projected discriminator's input sizes: its scales are size/4 … size/32
+PROJECTED_NORMS = ("none", "batch")  # the projected discriminator heads' normalisation (training/projected.py)
 GAN_LOSSES = ("logistic", "hinge")
 
 
@@ -84,6 +85,7 @@ class TrainConfig:
     # (training/projected.py) seeing images resized to projected_size px.
     discriminator: str = "stylegan"
     projected_size: int = 128
+    projected_norm: str = "none"
     # Optimisation (StyleGAN2-ADA recipe).
     gan_loss: str = "logistic"  # or "hinge" (the projected GAN paper's)
     g_lr: float = 0.0025
@@ -177,6 +179,10 @@ class TrainConfig:
         need(
             self.projected_size in PROJECTED_SIZES,
             f"projected_size must be one of {', '.join(map(str, PROJECTED_SIZES))}, not {self.projected_size}",
+        )
+        need(
+            self.projected_norm in PROJECTED_NORMS,
+            f"projected_norm must be {' or '.join(PROJECTED_NORMS)}, not {self.projected_norm!r}",
         )
         need(
             self.discriminator == "stylegan" or self.freeze_d == 0,

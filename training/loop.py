@@ -428,7 +428,7 @@ class Trainer:
             freeze_d = freeze_d if cfg.base == "scratch" else 0
         self.model_D = D  # the StyleGAN D that the run's model files hold
         if cfg.discriminator == "projected":  # small: always starts fresh, from the run's seed
-            D = ProjectedDiscriminator(cfg.projected_size, seed=cfg.seed)
+            D = ProjectedDiscriminator(cfg.projected_size, seed=cfg.seed, norm=cfg.projected_norm)
         ready_to_train(self.device, G, D)
         G_ema.requires_grad_(False).to(self.device).eval()
         self.family = getattr(G, "family", "stylegan2")

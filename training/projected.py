@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.nn.utils.parametrizations import spectral_norm
 
-from training.config import PROJECTED_SIZES
+from training.config import PROJECTED_NORMS, PROJECTED_SIZES
 from training.metrics import feature_extractor
 
 # EfficientNet-Lite0's blocks whose outputs are the stride-4, -8, -16 and -32 features (last block of each
@@ -136,13 +136,19 @@ class RandomProjection(nn.Module):
 
 
 class ScaleHead(nn.Module):
-    """One scale's discriminator: strided 4x4 convolutions down to 4x4, a 3x3 convolution, a 1x1 to logits."""
+    """One scale's discriminator: strided 4x4 convolutions down to 4x4, a 3x3 convolution, a 1x1 to logits.
 
-    def __init__(self, channels: int, size: int, width: int):
+    With `norm="batch"` each strided convolution is followed by a batch norm that always uses the statistics
+    of the images passed together (no running averages), as in the paper's heads."""
+
+    def __init__(self, channels: int, size: int, width: int, norm: str = "none"):
         super().__init__()
         layers: list[nn.Module] = []
         while size > LOGIT_SIZE:
-            layers += [spectral_norm(nn.Conv2d(channels, width, 4, 2, 1)), nn.LeakyReLU(0.2)]
+            layers.append(spectral_norm(nn.Conv2d(channels, width, 4, 2, 1)))
+            if norm == "batch":
+                layers.append(nn.BatchNorm2d(width, track_running_stats=False))
+            layers.append(nn.LeakyReLU(0.2))
             channels, size = width, size // 2
         layers += [
             spectral_norm(nn.Conv2d(channels, width, 3, 1, 1)),
@@ -163,17 +169,19 @@ class ProjectedDiscriminator(nn.Module):
     come from `seed` alone, so every DDP rank builds the same network and the global RNG is left untouched.
     """
 
-    def __init__(self, input_size: int = 128, seed: int = 0, width: int = 128):
+    def __init__(self, input_size: int = 128, seed: int = 0, width: int = 128, norm: str = "none"):
         super().__init__()
         if input_size not in PROJECTED_SIZES:
             raise ValueError(f"the projected discriminator's input size is one of {PROJECTED_SIZES}, not {input_size}")
-        self.init_kwargs = dict(input_size=input_size, seed=seed, width=width)
+        if norm not in PROJECTED_NORMS:
+            raise ValueError(f"the projected discriminator's norm is one of {PROJECTED_NORMS}, not {norm!r}")
+        self.init_kwargs = dict(input_size=input_size, seed=seed, width=width, norm=norm)
         self.input_size = input_size
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.projection = RandomProjection(seed)
             self.heads = nn.ModuleList(
-                ScaleHead(channels, input_size // stride, width)
+                ScaleHead(channels, input_size // stride, width, norm)
                 for channels, stride in zip(MIXED_CHANNELS, (4, 8, 16, 32), strict=True)
             )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from models.checkpoints import load_checkpoint
 from tests.training.conftest import tiny_config
 from training.cli import build_parser, config_from_args
 from training.config import PRESETS, ConfigError, TrainConfig
-from training.loop import TrainingError, train
+from training.loop import TrainingError, resume_config, train
 from training.loss import discriminator_loss, generator_loss
 from training.metrics import feature_extractor
 from training.projected import InFloat32, ProjectedDiscriminator, frozen_backbone, stage_features
@@ -80,6 +82,21 @@ def test_only_the_heads_train_and_gradients_reach_the_image():
     assert img.grad is not None and img.grad.abs().sum() > 0
     assert all(p.grad is not None for p in D.parameters())
     assert all(p.grad is None and not p.requires_grad for p in frozen_backbone(CPU).parameters())
+
+
+def test_batch_norm_heads_judge_each_image_with_its_batch():
+    """Without norm a logit depends on its own image only; with the paper's batch norms it also depends on the
+    images passed with it (the batch statistics), and the heads keep no running averages to save. (In eval
+    mode, so that spectral norm's power iteration leaves the weights alike between calls.)"""
+    x, others = images(2, 32, seed=1), images(4, 32, seed=2)
+    plain, normed = ProjectedDiscriminator(64, seed=3).eval(), ProjectedDiscriminator(64, seed=3, norm="batch").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(plain(torch.cat([x, others]))[:2], plain(x))
+        alone, together = normed(x), normed(torch.cat([x, others]))[:2]
+    assert (alone - together).abs().mean() > 0.01 * alone.abs().mean()
+    norms = [m for m in normed.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 2 + 1  # after each strided convolution down to 4 px: 16 -> 8 -> 4, 8 -> 4
+    assert not any("running" in key or "num_batches" in key for key in normed.state_dict())
 
 
 def test_same_seed_same_network_and_the_global_rng_is_untouched():
@@ -160,6 +177,30 @@ def test_projected_from_scratch_saves_g_only_model_files(tmp_path, discs_folder)
     assert bundle.D is None and bundle.G is not None and bundle.meta.d_kwargs is None
 
 
+def test_batch_norm_heads_train_and_resume(tmp_path, discs_folder):
+    """A run with the batch-norm heads saves them with its state and resumes from them; a run folder whose
+    config.json predates the option resumes with the heads it was started with (no norm)."""
+    config = projected_config(discs_folder, tmp_path / "run", projected_norm="batch", kimg=0.016, snap_kimg=0.008)
+    train(config)
+    run = RunDir(config.out)
+    state = torch.load(run.latest_checkpoint().state, weights_only=True)
+    norm_keys = [k for k in state["projected_D"] if k.endswith(".bias") and ".net.1." in k]
+    assert norm_keys and all(torch.isfinite(state["projected_D"][k]).all() for k in norm_keys)
+    config.kimg = 0.024
+    result = train(config, resume=True)
+    assert result["kimg"] == pytest.approx(0.024)
+
+    old = projected_config(discs_folder, tmp_path / "old", kimg=0.008, snap_kimg=0.008)
+    train(old)
+    saved = json.loads(RunDir(old.out).config_path.read_text())
+    del saved["projected_norm"]
+    RunDir(old.out).config_path.write_text(json.dumps(saved))
+    resumed = resume_config(old.out)
+    assert resumed.projected_norm == "none"
+    resumed.kimg = 0.016
+    train(resumed, resume=True)
+
+
 def test_resuming_with_the_other_discriminator_is_refused(tmp_path, discs_folder):
     config = projected_config(discs_folder, tmp_path / "run", kimg=0.008, snap_kimg=0.008)
     train(config)
@@ -173,6 +214,7 @@ def test_resuming_with_the_other_discriminator_is_refused(tmp_path, discs_folder
     [
         ("discriminator", "patch", "--discriminator must be stylegan or projected"),
         ("projected_size", 224, "projected_size must be one of 64, 128, 256, 512"),
+        ("projected_norm", "layer", "projected_norm must be none or batch"),
         ("gan_loss", "wasserstein", "gan_loss must be logistic or hinge"),
         ("freeze_d", 2, "--freeze-d"),
     ],

@@ -8,15 +8,19 @@ discriminator learnt from pixels, which speeds up convergence and needs no R1 pe
 - fixed random projections: cross-channel mixing (a 1x1 convolution per stage) and cross-scale mixing
   (3x3 convolutions and upsampling from coarse to fine, as in a feature pyramid), Kaiming-initialised and
   never trained;
-- one small trainable discriminator per scale, spectrally normalised convolutions down to a 4x4 logit map;
+- one small trainable discriminator per scale, spectrally normalised convolutions down to a 4x4 logit map,
+  with batch norms after the strided ones when `norm="batch"` (the paper's heads; `finetune-fast` uses them);
   its logits are trained with the hinge loss (`training.loss`) on DiffAugment-ed images.
 
 Our own choices: 64 px images are upsampled (bilinear) to `input_size` (128 by default) rather than the
 paper's 256, because the feature network dominates the cost of a step on a CPU (benchmarks/quality.py on Noto,
 30 CPU-minutes: 64 trained 1.5x the images but ended further away on FD-EffNet, 112 against 105, and level on
-C2ST); the 3x3 cross-scale convolutions run at the coarser scale before upsampling, 4x cheaper than after;
-the heads use spectral norm without batch norm, so a logit depends on its own image only (micro-batches,
-DDP ranks and the separate real and fake passes all see the same function).
+C2ST); the 3x3 cross-scale convolutions run at the coarser scale before upsampling, 4x cheaper than after.
+Without norm a logit depends on its own image only. With batch norms it also depends on the images judged
+with it: the reals and the fakes are passed separately, so D sees each set's statistics; they are those of
+one micro-batch on one process (as the paper's per-GPU batches), and no running averages are kept. On Noto
+(benchmarks/quality.py, two seeds) they brought FD-EffNet 4-7 points closer and stopped its drift back up
+after the first minutes, at the same speed; C2ST did not move.
 
 The frozen network is not a registered submodule: it is fetched (cached per device) from `training.metrics`,
 so it is never in `state_dict()`, never trained, never wrapped by DDP and never switched to training mode.

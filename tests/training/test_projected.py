@@ -156,7 +156,7 @@ def test_fine_tuning_trains_g_and_heads_only(tmp_path, discs_folder):
 
     state = torch.load(RunDir(config.out).latest_checkpoint().state, weights_only=True)
     assert state["discriminator"] == "projected"
-    fresh = ProjectedDiscriminator(64, seed=config.seed).state_dict()
+    fresh = ProjectedDiscriminator(64, seed=config.seed, norm=config.projected_norm).state_dict()
     for key, value in state["projected_D"].items():
         if key.startswith("projection."):
             assert torch.equal(value, fresh[key]), f"a fixed projection changed: {key}"
@@ -190,7 +190,7 @@ def test_batch_norm_heads_train_and_resume(tmp_path, discs_folder):
     result = train(config, resume=True)
     assert result["kimg"] == pytest.approx(0.024)
 
-    old = projected_config(discs_folder, tmp_path / "old", kimg=0.008, snap_kimg=0.008)
+    old = projected_config(discs_folder, tmp_path / "old", projected_norm="none", kimg=0.008, snap_kimg=0.008)
     train(old)
     saved = json.loads(RunDir(old.out).config_path.read_text())
     del saved["projected_norm"]
@@ -230,6 +230,7 @@ def test_the_cli_preset_and_flag(tmp_path):
     )
     config = config_from_args(args)
     assert (config.discriminator, config.aug, config.gan_loss, config.pl_weight) == ("projected", "diffaug", "hinge", 0)
+    assert config.projected_norm == "batch"
     assert config.resolved_r1_gamma(64) == 0
     args = build_parser().parse_args(
         ["--data", str(tmp_path), "--out", str(tmp_path / "r"), "--resolution", "64", "--discriminator", "projected"]

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
+import threading
 from pathlib import Path
 
 SUBCOMMANDS = ("info", "generate", "convert", "metrics", "animate", "train", "project", "blend")
@@ -341,11 +344,28 @@ def main(argv: list[str] | None = None) -> int:
                 print(path)
         except ScreenshotError as exc:
             print(f"screenshots: {exc}", file=sys.stderr)
-            return 1
-        return 0
+            return exit_past_compile(1)
+        return exit_past_compile(0)
     from studio.ui.app import run_app
 
-    return run_app(args.files)
+    return exit_past_compile(run_app(args.files))
+
+
+def exit_past_compile(code: int) -> int:
+    """`code`, or the end of the process with it when the display path is still compiling in the background.
+
+    Inductor's compile cannot be interrupted, and the interpreter's shutdown under it aborts the process
+    ("terminate called without an active exception", status 134) after the window has closed cleanly. By then
+    everything the app keeps is saved, and a compile cut short leaves only inductor's own cache, which it
+    writes file by file, so the process ends here without that shutdown."""
+    from studio.engine.session import COMPILE_THREAD
+
+    if any(thread.name == COMPILE_THREAD and thread.is_alive() for thread in threading.enumerate()):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

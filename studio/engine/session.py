@@ -55,6 +55,7 @@ MAPPED_KEPT = 64
 # 256² (1.15× there on a Xeon with AMX; fp32 0.99×, 1024² bf16 1.04× after a quarter of an hour of compiling).
 COMPILE_ENV = "GAN_STUDIO_COMPILE"
 COMPILE_PAYS_UP_TO = 256
+COMPILE_THREAD = "gan-studio-compile"
 CXX_COMPILERS = ("c++", "g++", "clang++", "cl")  # what inductor's C++ builder calls on Linux, macOS, Windows
 
 
@@ -149,7 +150,7 @@ class Session:
 
     def compile_in_background(self) -> threading.Thread:
         """Start `compile_display_path` on a thread of its own; renders go on eagerly until it is done."""
-        thread = threading.Thread(target=self._compile_politely, name="gan-studio-compile", daemon=True)
+        thread = threading.Thread(target=self._compile_politely, name=COMPILE_THREAD, daemon=True)
         thread.start()
         return thread
 

@@ -168,3 +168,27 @@ def test_outdir_naming_a_file_is_a_usage_error(tiny_model, tmp_path, capsys, bel
     assert err.startswith("usage: gan-studio generate")
     assert f"error: argument --outdir: {taken} is a file, not a folder" in err and "Errno" not in err
     assert taken.read_text() == "keep me"
+
+
+def test_the_app_exits_with_its_status_while_the_display_path_compiles():
+    """A compile still running in the background when the window has closed would abort the interpreter's
+    shutdown (status 134): the process ends with the app's own status instead, its output flushed, at once.
+    Without one, the interpreter shuts down as usual (its exit handlers run)."""
+
+    def exit_with(compiling: bool) -> subprocess.CompletedProcess:
+        child = (
+            "import atexit, sys, threading, time\n"
+            "from studio.cli import exit_past_compile\n"
+            "from studio.engine.session import COMPILE_THREAD\n"
+            f"if {compiling}:\n"
+            "    threading.Thread(target=time.sleep, args=(600,), name=COMPILE_THREAD, daemon=True).start()\n"
+            "atexit.register(print, 'shut down')\n"
+            "print('window closed')\n"
+            "sys.exit(exit_past_compile(3))\n"
+        )
+        return subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, cwd=REPO, timeout=120)
+
+    compiling = exit_with(compiling=True)
+    assert (compiling.returncode, compiling.stdout) == (3, "window closed\n")
+    idle = exit_with(compiling=False)
+    assert (idle.returncode, idle.stdout) == (3, "window closed\nshut down\n")

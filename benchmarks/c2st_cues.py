@@ -24,10 +24,11 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from quality import render  # noqa: E402 - this folder's benchmark: the same rendering of samples
+
 from models.checkpoints import load_checkpoint  # noqa: E402
 from training.dataset import PreparedDataset  # noqa: E402
 from training.metrics import c2st  # noqa: E402
-from training.run_dir import to_uint8  # noqa: E402
 
 BASE = ROOT / "resources" / "models" / "fluent-emoji-64.safetensors"
 Change = Callable[[torch.Tensor], torch.Tensor]  # NCHW uint8 -> NCHW uint8
@@ -91,9 +92,7 @@ def main() -> None:
     other_reals = torch.stack([dataset[int(i)][0] for i in order[args.n : 2 * args.n]])
     G = load_checkpoint(args.model).G_ema.float().eval()
     z = torch.randn([args.n, G.z_dim], generator=torch.Generator().manual_seed(1))
-    with torch.inference_mode():
-        fakes = torch.cat([torch.from_numpy(to_uint8(G.render(chunk, noise_mode="const"))) for chunk in z.split(50)])
-    fakes = fakes.permute(0, 3, 1, 2)
+    fakes = torch.from_numpy(render(G, z)).permute(0, 3, 1, 2)
 
     def row(label: str, a: torch.Tensor, b: torch.Tensor) -> None:
         print(f"{label:<52} {c2st(a, b)['c2st']:.3f}", flush=True)

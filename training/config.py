@@ -35,9 +35,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # G's: at 0.0005 C2ST fell 7 points in 30 CPU-minutes on Noto, where at 0.002 it had not moved (one run each).
     # Batch norms in D's heads, as the paper's: on Noto, two seeds side by side for 24 CPU-minutes, FD-EffNet
     # 4-7 points lower at 9 of 10 marks and no drift back up; C2ST and speed unchanged.
-    # G's EMA: a half-life of 0.1 x the kimg trained so far, up to 10 kimg, so a quick fine-tune shows (about
-    # the 1 kimg it had at first) and a long run is smoothed: in the bundled model's run, going from 1 to 10 kimg
-    # at 181 kimg took FD-EffNet on Fluent from 68-72 to 64-65; on Noto in 30 CPU-minutes both measured alike.
+    # G's EMA: a half-life of 0.1 x the kimg trained so far, up to 10 kimg (the constant 1 kimg it replaced is
+    # reached at 10 kimg), so a quick fine-tune shows and a long run is smoothed: in the bundled model's run,
+    # going from 1 to 10 kimg at 181 kimg took FD-EffNet on Fluent from 68-72 to 64-65; on Noto in 30
+    # CPU-minutes both measured alike.
     "finetune-fast": {
         "discriminator": "projected",
         "projected_norm": "batch",

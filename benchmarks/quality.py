@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -238,6 +238,8 @@ def line_chart(
     y_min, y_max = min(ys) * 0.95, max(ys) * 1.05
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
+    # Pillow's default font at its own 10 px drops some glyphs ("fast:freeze" lost its colon); 12 px keeps them.
+    font = ImageFont.load_default(size=12)
 
     def at(x: float, y: float) -> tuple[float, float]:
         return (
@@ -249,18 +251,20 @@ def line_chart(
     for x in round_ticks(0, x_max):
         px, _ = at(x, y_min)
         draw.line([px, height - bottom, px, height - bottom + 5], fill=(0, 0, 0))
-        draw.text((px - 10, height - bottom + 8), f"{x:g}", fill=(0, 0, 0))
+        draw.text((px - 10, height - bottom + 8), f"{x:g}", fill=(0, 0, 0), font=font)
     for y in round_ticks(y_min, y_max):
         _, py = at(0, y)
         draw.line([left - 5, py, left, py], fill=(0, 0, 0))
-        draw.text((5, py - 6), f"{y:g}", fill=(0, 0, 0))
-    draw.text(((width - len(x_label) * 6) / 2, height - 25), x_label, fill=(0, 0, 0))
-    draw.text((left + 8, top + 6), y_label, fill=(0, 0, 0))
+        draw.text((5, py - 7), f"{y:g}", fill=(0, 0, 0), font=font)
+    draw.text(((width - draw.textlength(x_label, font=font)) / 2, height - 25), x_label, fill=(0, 0, 0), font=font)
+    draw.text((left + 8, top + 6), y_label, fill=(0, 0, 0), font=font)
     if floor is not None:
         _, py = at(0, floor)
         for x in range(left, width - right, 12):
             draw.line([x, py, x + 6, py], fill=(120, 120, 120))
-        draw.text((width - right - 170, py - 14), "floor: two halves of the data", fill=(120, 120, 120))
+        floor_label = "floor: two halves of the data"
+        label_x = width - right - 8 - draw.textlength(floor_label, font=font)
+        draw.text((label_x, py - 16), floor_label, fill=(120, 120, 120), font=font)
     for i, (name, values) in enumerate(series.items()):
         colour = COLOURS[i % len(COLOURS)]
         xy = [at(x, y) for x, y in values]
@@ -269,7 +273,7 @@ def line_chart(
             draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
         legend_y = height - bottom - 40 - 16 * (len(series) - i)
         draw.line([left + 8, legend_y + 7, left + 28, legend_y + 7], fill=colour, width=2)
-        draw.text((left + 34, legend_y), name, fill=colour)
+        draw.text((left + 34, legend_y), name, fill=colour, font=font)
     image.save(path)
 
 

@@ -20,8 +20,8 @@
 #   run6/  the same recipe again from stage 5's model file (fresh projected heads): FD-EffNet 73 -> 68-73 from
 #          30 kimg on, C2ST 0.96-0.98, recall 0.03 -> 0.06 (its 95-kimg snapshot shipped for a while), and
 #          68-72 on to 180.9 kimg; from there with a 10-kimg EMA of G instead of 1 (averaging the 1-kimg
-#          EMA's snapshots from 140 to 180 kimg had measured 64.7), which brought it to 64-65 by 195 kimg;
-#          its 210-kimg snapshot shipped.
+#          EMA's snapshots from 140 to 180 kimg had measured 64.7), which brought it to 64-65 by 195 kimg
+#          and 61.5-62.5 from 250 to 307.6 kimg (stopped there); its 270-kimg snapshot shipped.
 # Then write the weights and the model card into resources/models/:
 #   python scripts/model_card.py --run "$WORK/run6" --kimg "$STAGE6_KIMG" --cover-seed 8
 set -euo pipefail
@@ -32,7 +32,7 @@ STAGE3_KIMG=${STAGE3_KIMG:-30}
 STAGE4_KIMG=${STAGE4_KIMG:-5}
 STAGE5_KIMG=${STAGE5_KIMG:-90}
 STAGE6_EMA1_KIMG=${STAGE6_EMA1_KIMG:-180.896}
-STAGE6_KIMG=${STAGE6_KIMG:-210}
+STAGE6_KIMG=${STAGE6_KIMG:-270}
 DEVICE=${DEVICE:-auto}
 SCRIPTS=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$WORK"

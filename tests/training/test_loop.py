@@ -671,3 +671,30 @@ def test_ddp_sigkill_then_resume_matches_the_uninterrupted_run_bit_for_bit(tmp_p
         ):
             assert torch.equal(x, y), f"{name}.{key} differs after the two-process resume"
     assert a.augment_p == b.augment_p
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_reuse_fakes_gives_d_the_images_g_just_made(tmp_path, discs_folder, monkeypatch, reuse):
+    """With reuse_fakes, D's step judges exactly the fakes of G's step before it (one G forward fewer per
+    micro-batch); without, it draws fresh ones. Two micro-batches per step, so each must be matched."""
+    made: list[torch.Tensor] = []
+    judged: list[torch.Tensor] = []
+    generator_loss, discriminator_loss = loop_module.generator_loss, loop_module.discriminator_loss
+
+    def recording_generator_loss(D, fake, *args, **kwargs):
+        made.append(fake.detach().clone())
+        return generator_loss(D, fake, *args, **kwargs)
+
+    def recording_discriminator_loss(D, fake, *args, **kwargs):
+        judged.append(fake.clone())
+        return discriminator_loss(D, fake, *args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "generator_loss", recording_generator_loss)
+    monkeypatch.setattr(loop_module, "discriminator_loss", recording_discriminator_loss)
+    config = tiny_config(discs_folder, tmp_path / "run", kimg=0.024, batch=8, batch_gpu=4, reuse_fakes=reuse)
+    assert train(config)["status"] == "completed"
+
+    assert len(made) == len(judged) == 3 * 2
+    same = [torch.equal(g, d) for g, d in zip(made, judged, strict=True)]
+    assert all(same) if reuse else not any(same)
+    assert all(not d.requires_grad for d in judged)

@@ -23,8 +23,8 @@ RECIPES: dict[str, tuple[str, str, str]] = {
     "finetune-fast": (
         "Fine-tune, projected D",
         "A fresh discriminator looking through a frozen image-recognition network.",
-        "EfficientNet-Lite0 features, DiffAugment, hinge loss: in our measurements it came closer to the data "
-        "in the same CPU time than the model's own discriminator.",
+        "EfficientNet-Lite0 features, DiffAugment's translations, hinge loss: in our measurements it came closer "
+        "to the data in the same CPU time than the model's own discriminator.",
     ),
     "finetune-gentle": (
         "Gentle fine-tune",

@@ -42,7 +42,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # DiffAugment's translation only, and D judging G's own fakes of the step (reuse_fakes): on Noto from the
     # 270-kimg bundled model, 30 CPU-minutes, FD-EffNet 80.6 with translation alone, 81.6 with colour and
     # translation, 81.3 with translation and reuse_fakes side by side with 83.5 for the full policy (C2ST level,
-    # 0.948-0.958 in all); reuse_fakes trained 20.6 images per CPU-second against 18.9.
+    # 0.948-0.958 in all); the pair trained 20.6 images per CPU-second against the full policy's 18.9.
     "finetune-fast": {
         "discriminator": "projected",
         "projected_norm": "batch",

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from models.checkpoints import load_checkpoint
 from tests.training.conftest import tiny_config
@@ -15,7 +16,7 @@ from training.config import PRESETS, ConfigError, TrainConfig
 from training.loop import TrainingError, resume_config, train
 from training.loss import discriminator_loss, generator_loss
 from training.metrics import feature_extractor
-from training.projected import InFloat32, ProjectedDiscriminator, frozen_backbone, stage_features
+from training.projected import Fp32InputGradient, ProjectedDiscriminator, frozen_backbone, stage_features
 from training.run_dir import RunDir
 
 CPU = torch.device("cpu")
@@ -49,13 +50,26 @@ def test_folded_backbone_matches_the_metrics_network():
         torch.testing.assert_close(got, ref, atol=1e-3 * float(ref.abs().max()), rtol=1e-3)
 
 
-def test_bf16_backbone_runs_its_strided_depthwise_convolutions_in_fp32():
-    """On a CPU in bf16 the four strided depthwise convolutions keep fp32 weights (their bf16 backward is
-    slow); the features stay bf16 and close to fp32's, and gradients reach the image."""
+def test_bf16_backbone_takes_its_strided_depthwise_input_gradients_in_fp32():
+    """On a CPU in bf16 the four strided depthwise convolutions run forward in bf16 and compute their input
+    gradient in fp32 (oneDNN's bf16 backward of them is slow): the same gradient as autograd through the fp32
+    convolution, handed back in bf16; the features stay bf16 and close to fp32's, and gradients reach the image."""
     net = frozen_backbone(CPU, torch.bfloat16)
-    in_fp32 = [b._depthwise_conv for b in net._blocks if isinstance(b._depthwise_conv, InFloat32)]
-    assert [conv.module.stride[0] for conv in in_fp32] == [2, 2, 2, 2]
-    assert all(p.dtype == torch.float32 for conv in in_fp32 for p in conv.parameters())
+    strided = [b._depthwise_conv for b in net._blocks if isinstance(b._depthwise_conv, Fp32InputGradient)]
+    assert [conv.stride[0] for conv in strided] == [2, 2, 2, 2]
+    for conv in strided:
+        channels, size = conv.weight.shape[0], 17
+        x = images(2, size, seed=2).repeat(1, channels // 3 + 1, 1, 1)[:, :channels].bfloat16()
+        x = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        out = conv(x)
+        upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(3)).bfloat16()
+        out.backward(upstream)
+        x32 = x.detach().float().requires_grad_(True)
+        ref = F.conv2d(conv.pad(x32), conv.weight32, conv.bias.float(), conv.stride, 0, 1, conv.groups)
+        ref.backward(upstream.float())
+        assert out.dtype == x.grad.dtype == torch.bfloat16
+        torch.testing.assert_close(out.float(), ref, atol=0.02 * float(ref.abs().max()), rtol=0.02)
+        torch.testing.assert_close(x.grad.float(), x32.grad, atol=1e-6 * float(x32.grad.abs().max()), rtol=2**-8)
     x = images(2, 64, seed=1).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         reference = stage_features(frozen_backbone(CPU), x)

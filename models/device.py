@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
+import shutil
 import sys
 from pathlib import Path
 
 import torch
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# torch.compile, for the display path (studio.engine.session) and training (training.compiled): "0" never, "1"
+# wherever a C++ compiler is found, unset where it was measured to pay.
+COMPILE_ENV = "GAN_STUDIO_COMPILE"
+CXX_COMPILERS = ("c++", "g++", "clang++", "cl")  # what inductor's C++ builder calls on Linux, macOS, Windows
 
 
 def select_device(preference: str | None = None) -> torch.device:
@@ -65,6 +71,17 @@ def keep_freed_memory() -> bool:
         return bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     except (OSError, AttributeError):
         return False
+
+
+def compiling_unavailable() -> str | None:
+    """Why this process cannot use torch.compile at all (turned off, no C++ compiler), or None if it can try."""
+    if os.environ.get(COMPILE_ENV) == "0":
+        return f"turned off ({COMPILE_ENV}=0)"
+    if getattr(sys, "frozen", False):  # the bundle leaves out torch's C++ headers, and ships no compiler
+        return "the packaged app cannot compile C++"
+    if not any(shutil.which(name) for name in CXX_COMPILERS):
+        return "no C++ compiler found"
+    return None
 
 
 def select_precision(device: torch.device, preference: str | None = None) -> torch.dtype | None:

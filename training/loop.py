@@ -28,6 +28,7 @@ from models.device import autocast, describe, keep_freed_memory, select_device, 
 from models.seeds import z_from_seed
 from models.stylegan2 import Discriminator, Generator
 from training.augment import AdaController, build_augment
+from training.compiled import compile_synthesis, synthesis_compile_unavailable
 from training.config import ConfigError, TrainConfig, auto_width, resolve_preset
 from training.dataset import PreparedDataset, prepare_dataset
 from training.loss import (
@@ -518,6 +519,8 @@ class Trainer:
             )
         if cur_nimg == 0 and self.rank == 0:
             self._save_samples(G_ema, grid_z, 0)
+        steps_left = None if total_nimg is None else -(-(total_nimg - cur_nimg) // cfg.batch)
+        self._compile_generator(G_train, micro, g_trainable, steps_left)
 
         next_snap = (cur_nimg // int(cfg.snap_kimg * 1000) + 1) * int(cfg.snap_kimg * 1000)
         next_sample = (cur_nimg // int(cfg.sample_kimg * 1000) + 1) * int(cfg.sample_kimg * 1000)
@@ -677,7 +680,7 @@ class Trainer:
                         g_fakes.append(fake.detach())
                 else:
                     with autocast(self.device, self.dtype):
-                        pl_fake, pl_ws = ddp_G(z[: max(micro // 2, 1)], None)
+                        pl_fake, pl_ws = ddp_G(z[: max(micro // 2, 1)], None, eager=True)
                     penalty, pl_len = pl(pl_fake.float(), pl_ws)
                     # The penalty does not depend on some parameters (the RGB biases); the zero term
                     # keeps them in the graph so DDP's reducer sees a gradient for every parameter.
@@ -715,6 +718,34 @@ class Trainer:
         D.requires_grad_(False)
         self.guard.step("D", opt_D)
         return losses
+
+    def _compile_generator(
+        self, G_train: GeneratorForTraining, micro: int, g_trainable: list[nn.Parameter], steps_left: int | None
+    ) -> None:
+        """Compile G's synthesis for the training step where that pays (training.compiled), before the first
+        step; where it cannot or does not pay, say why and train eagerly."""
+        cfg = self.config
+        G = G_train.G
+        why = synthesis_compile_unavailable(self.device, self.world, self.family, steps_left, cfg.time_budget_s)
+        if why is not None:
+            self.emit("compile", status="eager", message=f"G trains without torch.compile: {why}")
+            return
+        self.emit("compile", status="compiling", message="compiling G for this machine (minutes the first time)")
+        started = time.perf_counter()
+        try:
+            compiled = compile_synthesis(G, micro, g_trainable, self.device, self.dtype, not cfg.reuse_fakes)
+        except Exception as exc:  # whatever inductor raises: the run goes on eagerly
+            first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+            self.emit(
+                "compile",
+                status="eager",
+                seconds=time.perf_counter() - started,
+                message=f"G trains without torch.compile: compiling failed ({type(exc).__name__}: {first_line})",
+            )
+            return
+        G_train.compiled_synthesis = compiled
+        seconds = time.perf_counter() - started
+        self.emit("compile", status="compiled", seconds=seconds, message=f"G compiled in {seconds:.0f} s")
 
     def _update_ema(self, G: Generator, G_ema: Generator, cur_nimg: int) -> None:
         cfg = self.config

@@ -4,6 +4,7 @@ and StyleGAN3's blur of the images D sees."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -17,15 +18,18 @@ class GeneratorForTraining(nn.Module):
     """G's training forward (mapping, style mixing, synthesis) as one module, so DDP sees a single forward.
 
     `update_emas` updates the mapping's w average and, in a StyleGAN3, each synthesis layer's `magnitude_ema`
-    (the running input magnitude that normalises its convolution)."""
+    (the running input magnitude that normalises its convolution). `compiled_synthesis`, when set, is G's
+    synthesis forward compiled for training (training.compiled); `eager=True` passes bypass it (path-length
+    regularisation's double backward)."""
 
     def __init__(self, G: Generator, style_mixing: float):
         super().__init__()
         self.G = G
         self.style_mixing = style_mixing
         self.synthesis_emas = getattr(G, "family", "stylegan2") == "stylegan3"
+        self.compiled_synthesis: Callable | None = None
 
-    def forward(self, z: torch.Tensor, c: torch.Tensor | None, update_emas: bool = False):
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None, update_emas: bool = False, eager: bool = False):
         ws = self.G.mapping(z, c, update_emas=update_emas)
         if self.style_mixing > 0:
             num_ws = ws.shape[1]
@@ -38,7 +42,8 @@ class GeneratorForTraining(nn.Module):
         if torch.is_grad_enabled() and not ws.requires_grad:  # a frozen mapping network: path-length
             ws = ws.detach().requires_grad_(True)  # regularisation still differentiates the image by ws
         emas = {"update_emas": update_emas} if self.synthesis_emas else {}
-        img = self.G.synthesis(ws, noise_mode="random", **emas)
+        synthesis = self.G.synthesis if eager or self.compiled_synthesis is None else self.compiled_synthesis
+        img = synthesis(ws, noise_mode="random", **emas)
         return img, ws
 
 

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 import sys
 import threading
 import time
@@ -28,7 +27,15 @@ import torch.nn.functional as F
 
 from models import directions as direction_math
 from models.checkpoints import load_checkpoint
-from models.device import autocast, describe, keep_freed_memory, select_device, select_precision
+from models.device import (
+    COMPILE_ENV,
+    autocast,
+    compiling_unavailable,
+    describe,
+    keep_freed_memory,
+    select_device,
+    select_precision,
+)
 from models.fast_synthesis import FastSynthesis, RenderCancelled
 from models.seeds import z_from_seed
 from models.stylegan2 import truncate
@@ -51,12 +58,10 @@ PREVIEW_MIN = 64
 # when one takes longer, and doubles (up to half the model's) when a frame at twice the size would still fit.
 PREVIEW_BUDGET_MS = 50.0
 MAPPED_KEPT = 64
-# "0": never compile the display path; "1": wherever possible; unset: where it was measured to pay, bf16 up to
-# 256² (1.15× there on a Xeon with AMX; fp32 0.99×, 1024² bf16 1.04× after a quarter of an hour of compiling).
-COMPILE_ENV = "GAN_STUDIO_COMPILE"
+# Unless COMPILE_ENV says otherwise, the display path is compiled where it was measured to pay: bf16 up to 256²
+# (1.15× there on a Xeon with AMX; fp32 0.99×, 1024² bf16 1.04× after a quarter of an hour of compiling).
 COMPILE_PAYS_UP_TO = 256
 COMPILE_THREAD = "gan-studio-compile"
-CXX_COMPILERS = ("c++", "g++", "clang++", "cl")  # what inductor's C++ builder calls on Linux, macOS, Windows
 
 
 @dataclass
@@ -196,19 +201,16 @@ class Session:
 
     def _compile_unavailable(self) -> str | None:
         """Why this session cannot compile its display path, or None if it can try."""
-        wanted = os.environ.get(COMPILE_ENV, "")
-        if wanted == "0":
-            return f"turned off ({COMPILE_ENV}=0)"
-        if wanted != "1" and (self.dtype != torch.bfloat16 or self.resolution > COMPILE_PAYS_UP_TO):
+        if (reason := compiling_unavailable()) is not None:
+            return reason
+        if os.environ.get(COMPILE_ENV) != "1" and (
+            self.dtype != torch.bfloat16 or self.resolution > COMPILE_PAYS_UP_TO
+        ):
             return f"it pays only in bf16 up to {COMPILE_PAYS_UP_TO}² ({COMPILE_ENV}=1 compiles anyway)"
         if not self.compiles or self._fast is None or self._eager_fast is not None:
             return "this model renders without the display path, or it is compiled already"
         if self.device.type != "cpu":
             return f"compiled only for the CPU, not {self.device.type}"
-        if getattr(sys, "frozen", False):  # the bundle leaves out torch's C++ headers, and ships no compiler
-            return "the packaged app cannot compile C++"
-        if not any(shutil.which(name) for name in CXX_COMPILERS):
-            return "no C++ compiler found"
         return None
 
     # --- latents -----------------------------------------------------------------------------------------

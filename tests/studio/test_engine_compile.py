@@ -5,6 +5,7 @@ log line and eager rendering wherever compiling is unavailable or fails, and ren
 # ruff: noqa: F811
 
 import logging
+import shutil
 import sys
 import threading
 from pathlib import Path
@@ -123,9 +124,9 @@ def test_compiling_is_skipped_with_a_log_line_where_unavailable(
     elif setting == "auto fp32":
         monkeypatch.delenv(session_module.COMPILE_ENV)
     elif setting == "frozen":
-        monkeypatch.setattr(session_module.sys, "frozen", True, raising=False)
+        monkeypatch.setattr(sys, "frozen", True, raising=False)
     else:
-        monkeypatch.setattr(session_module.shutil, "which", lambda name: None)
+        monkeypatch.setattr(shutil, "which", lambda name: None)
     monkeypatch.setattr(FastSynthesis, "compiled", lambda self, ws: pytest.fail("compiled where unavailable"))
     session = Session(model_file, device="cpu", precision="fp32", data_dir=tmp_path)
     with caplog.at_level(logging.INFO, logger="studio.engine.session"):

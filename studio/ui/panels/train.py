@@ -777,6 +777,11 @@ class TrainPanel(QWidget):
             if event.get("source_changed"):
                 self.rerun_button.setVisible(True)
                 self._update_buttons()
+        elif kind == "compile" and event.get("status") == "compiling":
+            self.status.setText(
+                "Compiling the generator for this machine before the first step: a minute or two the first "
+                "time, seconds after; it then trains faster."
+            )
         elif kind == "progress":
             self._progress(event)
         elif kind == "budget":

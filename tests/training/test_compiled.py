@@ -1,0 +1,132 @@
+"""G's synthesis compiled by torch.compile for training: the same step, and eager wherever it cannot or does not pay."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+import training.compiled as compiled_module
+from models.checkpoints import load_checkpoint
+from models.device import COMPILE_ENV
+from models.stylegan2 import Generator
+from tests.training.conftest import TINY, tiny_config
+from training.compiled import COMPILE_MIN_SECONDS, COMPILE_MIN_STEPS, compile_synthesis, synthesis_compile_unavailable
+from training.loop import train
+from training.run_dir import RunDir
+
+CPU = torch.device("cpu")
+needs_compiler = pytest.mark.skipif(not shutil.which("c++") and not shutil.which("g++"), reason="no C++ compiler")
+
+
+def tiny_generator() -> Generator:
+    torch.manual_seed(0)
+    return Generator(
+        z_dim=TINY["z_dim"], c_dim=0, w_dim=TINY["w_dim"], img_resolution=16, img_channels=3,
+        mapping_kwargs={"num_layers": TINY["map_layers"]},
+        synthesis_kwargs={"channel_base": TINY["channel_base"], "channel_max": TINY["channel_max"]},
+    )
+
+
+def final_weights(out) -> dict[str, torch.Tensor]:
+    bundle = load_checkpoint(RunDir(out).latest_checkpoint().network)
+    return {f"{name}.{k}": v for name in ("G_ema", "G") for k, v in getattr(bundle, name).state_dict().items()}
+
+
+@needs_compiler
+def test_compiled_synthesis_computes_the_same_images_and_gradients():
+    """Compiled for the training step (then probed), G's synthesis gives eager's images and parameter gradients
+    (fp32, noise held constant so that both draw none), and leaves no gradients or requires_grad behind."""
+    G = tiny_generator()
+    trainable = list(G.parameters())
+    rng_before = torch.get_rng_state()
+    compiled = compile_synthesis(G, 8, trainable, CPU, None, without_grad=True)
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    assert all(p.grad is None and not p.requires_grad for p in G.parameters())
+    ws = torch.randn([8, G.num_ws, G.w_dim], generator=torch.Generator().manual_seed(1))
+    results = []
+    for synthesis in (G.synthesis, compiled):
+        G.requires_grad_(True)
+        img = synthesis(ws, noise_mode="const")
+        img.square().mean().backward()
+        results.append((img.detach(), {n: p.grad.clone() for n, p in G.synthesis.named_parameters()}))
+        G.zero_grad(set_to_none=True)
+    (eager_img, eager_grads), (compiled_img, compiled_grads) = results
+    torch.testing.assert_close(compiled_img, eager_img, atol=1e-5, rtol=1e-4)
+    assert eager_grads.keys() == compiled_grads.keys()
+    for name, grad in eager_grads.items():
+        torch.testing.assert_close(compiled_grads[name], grad, atol=1e-5 * float(grad.abs().max()) + 1e-8, rtol=1e-3)
+
+
+@needs_compiler
+def test_a_run_compiles_g_before_its_first_step_and_trains(tmp_path, discs_folder, monkeypatch):
+    monkeypatch.setenv(COMPILE_ENV, "1")  # a tiny run is too short to compile by default
+    events: list[dict] = []
+    result = train(tiny_config(discs_folder, tmp_path / "run", kimg=0.032, precision="fp32"), events.append)
+    kinds = [e["event"] for e in events]
+    compile_events = [e for e in events if e["event"] == "compile"]
+    assert [e["status"] for e in compile_events] == ["compiling", "compiled"], compile_events
+    assert compile_events[-1]["seconds"] > 0
+    assert kinds.index("compile") < kinds.index("progress")
+    assert result["status"] == "completed"
+    assert all(torch.isfinite(v).all() for v in final_weights(tmp_path / "run").values())
+
+
+def test_the_probe_leaves_the_run_as_an_eager_run_would_be(tmp_path, discs_folder, monkeypatch):
+    """With torch.compile standing in as the identity, the probe runs G's step on a throwaway batch and the run
+    trains through the probed function: to the bit the weights of a run that never compiled (the probe leaves
+    the random stream, gradients and requires_grad as they were)."""
+    train(tiny_config(discs_folder, tmp_path / "eager", style_mixing=0.9))
+    monkeypatch.setenv(COMPILE_ENV, "1")
+    monkeypatch.setattr(compiled_module.torch, "compile", lambda fn, **kwargs: fn)
+    events: list[dict] = []
+    train(tiny_config(discs_folder, tmp_path / "probed", style_mixing=0.9), events.append)
+    assert [e["status"] for e in events if e["event"] == "compile"] == ["compiling", "compiled"]
+    eager, probed = final_weights(tmp_path / "eager"), final_weights(tmp_path / "probed")
+    assert eager.keys() == probed.keys()
+    for key, value in eager.items():
+        assert torch.equal(value, probed[key]), f"{key} differs"
+
+
+def test_a_failed_compile_says_why_and_the_run_trains_eagerly(tmp_path, discs_folder, monkeypatch):
+    def unusable(fn, **kwargs):
+        def raising(*args, **kw):
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found\nmore detail")
+        return raising
+
+    monkeypatch.setenv(COMPILE_ENV, "1")
+    monkeypatch.setattr(compiled_module.torch, "compile", unusable)
+    events: list[dict] = []
+    result = train(tiny_config(discs_folder, tmp_path / "run", kimg=0.016), events.append)
+    compile_events = [e for e in events if e["event"] == "compile"]
+    assert [e["status"] for e in compile_events] == ["compiling", "eager"]
+    assert "compiling failed (RuntimeError: InvalidCxxCompiler: no working C++ compiler found)" in (
+        compile_events[-1]["message"]
+    )
+    assert result["status"] == "completed"
+
+
+def test_where_g_trains_eagerly(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.delenv(COMPILE_ENV, raising=False)
+    long_run = dict(world=1, family="stylegan2", steps_left=COMPILE_MIN_STEPS, seconds=None)
+    assert synthesis_compile_unavailable(CPU, **long_run) is None
+    budget_run = {**long_run, "steps_left": None, "seconds": COMPILE_MIN_SECONDS}
+    assert synthesis_compile_unavailable(CPU, **budget_run) is None
+    cases = {
+        "too short": dict(steps_left=COMPILE_MIN_STEPS - 1),
+        "too short ": dict(steps_left=None, seconds=COMPILE_MIN_SECONDS - 1),
+        "StyleGAN2 generators, not stylegan3": dict(family="stylegan3"),
+        "one process": dict(world=2),
+    }
+    for expected, change in cases.items():
+        assert expected.strip() in synthesis_compile_unavailable(CPU, **{**long_run, **change})
+    assert "not cuda" in synthesis_compile_unavailable(torch.device("cuda"), **long_run)
+    monkeypatch.setenv(COMPILE_ENV, "1")  # asked for: any length, any device
+    assert synthesis_compile_unavailable(torch.device("cuda"), **{**long_run, "steps_left": 1}) is None
+    monkeypatch.setenv(COMPILE_ENV, "0")
+    assert "turned off" in synthesis_compile_unavailable(CPU, **long_run)
+    monkeypatch.delenv(COMPILE_ENV)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert "no C++ compiler" in synthesis_compile_unavailable(CPU, **long_run)

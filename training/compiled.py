@@ -22,7 +22,7 @@ import torch
 from models.device import COMPILE_ENV, autocast, compiling_unavailable
 
 # Runs shorter than this (in steps, or seconds for a time budget) train eagerly: a cold compile takes about a
-# minute, which a run of the bundled model pays back after some 400 steps of batch 16 in bf16.
+# minute, which a run of the bundled model pays back after some 600 steps of batch 16 in bf16 (115 ms a step).
 COMPILE_MIN_STEPS = 1000
 COMPILE_MIN_SECONDS = 15 * 60
 
@@ -59,7 +59,8 @@ def compile_synthesis(
     """G's synthesis forward compiled for the training step, compiled now by running it on a throwaway batch of
     `batch` latents: forward and backward as in G's step (`trainable` requiring grad), and with `without_grad`
     also forward only, as when D's step makes its own fakes. Raises what torch.compile raises where it cannot
-    compile. The run's random stream and G's gradients are left as they were."""
+    compile. The run's random stream is left as it was, and G's parameters without gradients and not requiring
+    grad, as the training loop keeps them between its steps."""
     compiled = torch.compile(G.synthesis.forward, dynamic=False)
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # the probe's noise, and inductor's seeds for it

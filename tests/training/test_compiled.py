@@ -9,7 +9,7 @@ import torch
 
 import training.compiled as compiled_module
 from models.checkpoints import load_checkpoint
-from models.device import COMPILE_ENV
+from models.device import COMPILE_ENV, CXX_COMPILERS
 from models.stylegan2 import Generator
 from tests.training.conftest import TINY, tiny_config
 from training.compiled import COMPILE_MIN_SECONDS, COMPILE_MIN_STEPS, compile_synthesis, synthesis_compile_unavailable
@@ -17,7 +17,7 @@ from training.loop import train
 from training.run_dir import RunDir
 
 CPU = torch.device("cpu")
-needs_compiler = pytest.mark.skipif(not shutil.which("c++") and not shutil.which("g++"), reason="no C++ compiler")
+needs_compiler = pytest.mark.skipif(not any(map(shutil.which, CXX_COMPILERS)), reason="no C++ compiler")
 
 
 def tiny_generator() -> Generator:

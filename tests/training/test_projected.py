@@ -39,7 +39,8 @@ def test_logit_maps_of_the_four_scales():
 
 
 def test_folded_backbone_matches_the_metrics_network():
-    """Batch norms folded into the convolutions compute the same stage features as FD-EffNet's network."""
+    """Batch norms folded into the convolutions, and symmetric paddings done by them, compute the same stage
+    features as FD-EffNet's network."""
     x = images(2, 64, seed=1).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         reference = stage_features(feature_extractor(CPU), x)
@@ -141,6 +142,27 @@ def test_hinge_losses():
     assert loss.item() == pytest.approx((0 + 1.25) / 2 + (0 + 0.5) / 2)
     assert stats == {"D_fake": pytest.approx(-1.375), "D_real": pytest.approx(1.25)}
     assert generator_loss(D, fake, None, lambda x: x, "hinge").item() == pytest.approx(1.375)
+
+
+
+def test_d_step_computes_the_spectral_norms_once_for_fakes_and_reals(monkeypatch):
+    """One power iteration per spectral norm per D step, so the fakes and the reals are judged by the same
+    weights: the same images passed as both get the same logits, and the loss reaches every head's weights."""
+    D = ProjectedDiscriminator(64, seed=3, norm="batch")  # training mode: each computation iterates
+    spectral_norms = [m for m in D.modules() if isinstance(m, torch.nn.utils.parametrizations._SpectralNorm)]
+    power_iterations = []
+    power_method = torch.nn.utils.parametrizations._SpectralNorm._power_method
+    monkeypatch.setattr(
+        torch.nn.utils.parametrizations._SpectralNorm,
+        "_power_method",
+        lambda self, *args: (power_iterations.append(self), power_method(self, *args))[1],
+    )
+    x = images(4, 32)
+    loss, stats, _ = discriminator_loss(D, x, x, None, lambda img: img, 0.0, 0.0, "hinge")
+    assert sorted(map(id, power_iterations)) == sorted(map(id, spectral_norms))
+    assert torch.equal(stats["D_fake"], stats["D_real"])
+    loss.backward()  # the same logits for fakes and reals: their hinge gradients cancel, but every one is there
+    assert all(p.grad is not None for p in D.heads.parameters())
 
 
 @pytest.mark.slow

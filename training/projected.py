@@ -59,13 +59,19 @@ def frozen_backbone(device: torch.device, dtype: torch.dtype | None = None) -> n
     (None: float32) and channels-last.
 
     Folding and storing the weights in bf16 (autocast would re-cast frozen weights at every call) made a
-    forward and backward of 8 images at 128 px about 2x faster on a 2-core CPU with native bf16.
+    forward and backward of 8 images at 128 px about 2x faster on a 2-core CPU with native bf16. Symmetric
+    "same" paddings are done by the convolutions themselves, not by a separate zero-pad that copies the
+    activations (and slices its gradient): that forward and input backward, 74 -> 60 ms on one AMX core.
     """
     with torch.random.fork_rng(devices=[]):  # building the network draws (overwritten) initial weights
         net = copy.deepcopy(feature_extractor(torch.device("cpu")))
 
     def fold(owner: nn.Module, conv: str, norm: str) -> None:
-        setattr(owner, conv, fuse_conv_bn_eval(getattr(owner, conv), getattr(owner, norm)))
+        fused = fuse_conv_bn_eval(getattr(owner, conv), getattr(owner, norm))
+        pad = fused.static_padding
+        if isinstance(pad, nn.ZeroPad2d) and len(set(pad.padding)) == 1:  # symmetric: the convolution pads
+            fused.padding, fused.static_padding = (pad.padding[0],) * 2, nn.Identity()
+        setattr(owner, conv, fused)
         setattr(owner, norm, nn.Identity())
 
     fold(net, "_conv_stem", "_bn0")

@@ -34,7 +34,9 @@ BUNDLED = dict(
 )
 DISCRIMINATOR_SETTINGS = {
     "stylegan": {},
-    "projected": dict(discriminator="projected", gan_loss="hinge", aug="diffaug"),  # the finetune-fast preset's
+    # finetune-fast's D; that preset's later fields (projected_norm, diffaug_policy, reuse_fakes) come by
+    # --old-settings / --new-settings, as older revisions lack them
+    "projected": dict(discriminator="projected", gan_loss="hinge", aug="diffaug"),
 }
 
 
@@ -108,8 +110,9 @@ def compare(args: argparse.Namespace) -> None:
     cases = [(p, d) for d in args.discriminators.split(",") for p in precisions]
     print(
         f"torch {torch.__version__}, {args.threads} thread(s), native bf16: {cpu_has_fast_bf16()}; "
-        f"64², bundled width, batch 8; {args.rounds} round(s) of {args.steps} steps; old = {args.compare}, "
-        f"new = {args.new or 'this working tree'} {args.new_settings or ''}"
+        f"64², bundled width, batch 8; {args.rounds} round(s) of {args.steps} steps; "
+        f"old = {' '.join(filter(None, [args.compare, args.old_settings]))}, "
+        f"new = {' '.join(filter(None, [args.new or 'this working tree', args.new_settings]))}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         old_tree, new_tree = Path(tmp, "old"), Path(tmp, "new")
@@ -125,8 +128,8 @@ def compare(args: argparse.Namespace) -> None:
                         sys.executable, __file__, "--worker", "--tree", str(trees[name]), "--precision", precision,
                         "--discriminator", discriminator, "--steps", str(args.steps), "--threads", str(args.threads),
                     ]  # fmt: skip
-                    if name == "new" and args.new_settings:
-                        command += ["--settings", args.new_settings]
+                    if settings := {"old": args.old_settings, "new": args.new_settings}[name]:
+                        command += ["--settings", settings]
                     out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=trees[name])
                     rates[name].append(json.loads(out.stdout.strip().splitlines()[-1])["images_per_s"])
             ratios = [n / o for n, o in zip(rates["new"], rates["old"], strict=True)]
@@ -178,6 +181,7 @@ def main() -> None:
     parser.add_argument(
         "--new-settings", metavar="JSON", help='--compare: TrainConfig fields for new only, e.g. {"reuse_fakes": true}'
     )
+    parser.add_argument("--old-settings", metavar="JSON", help="--compare: TrainConfig fields for old only")
     parser.add_argument("--rounds", type=int, default=2, help="--compare: old/new pairs per configuration")
     parser.add_argument("--discriminators", default="stylegan,projected", help="--compare: which to measure")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -28,7 +28,7 @@ from models.device import autocast, describe, keep_freed_memory, select_device, 
 from models.seeds import z_from_seed
 from models.stylegan2 import Discriminator, Generator
 from training.augment import AdaController, build_augment
-from training.compiled import compile_synthesis, synthesis_compile_unavailable
+from training.compiled import compile_features, compile_synthesis, compile_unavailable, synthesis_compile_unavailable
 from training.config import ConfigError, TrainConfig, auto_width, resolve_preset
 from training.dataset import PreparedDataset, prepare_dataset
 from training.loss import (
@@ -520,7 +520,7 @@ class Trainer:
         if cur_nimg == 0 and self.rank == 0:
             self._save_samples(G_ema, grid_z, 0)
         steps_left = None if total_nimg is None else -(-(total_nimg - cur_nimg) // cfg.batch)
-        self._compile_generator(G_train, micro, g_trainable, steps_left)
+        self._compile_networks(G_train, D, micro, g_trainable, steps_left)
 
         next_snap = (cur_nimg // int(cfg.snap_kimg * 1000) + 1) * int(cfg.snap_kimg * 1000)
         next_sample = (cur_nimg // int(cfg.sample_kimg * 1000) + 1) * int(cfg.sample_kimg * 1000)
@@ -719,33 +719,57 @@ class Trainer:
         self.guard.step("D", opt_D)
         return losses
 
-    def _compile_generator(
-        self, G_train: GeneratorForTraining, micro: int, g_trainable: list[nn.Parameter], steps_left: int | None
+    def _compile_networks(
+        self,
+        G_train: GeneratorForTraining,
+        D: Discriminator | ProjectedDiscriminator,
+        micro: int,
+        g_trainable: list[nn.Parameter],
+        steps_left: int | None,
     ) -> None:
-        """Compile G's synthesis for the training step where that pays (training.compiled), before the first
-        step; where it cannot or does not pay, say why and train eagerly."""
+        """Compile G's synthesis, and a projected D's frozen feature network, where that pays (training.compiled),
+        before the first step; whatever cannot or does not pay trains eagerly, and the `compile` event says why."""
         cfg = self.config
-        G = G_train.G
-        why = synthesis_compile_unavailable(self.device, self.world, self.family, steps_left, cfg.time_budget_s)
-        if why is not None:
-            self.emit("compile", status="eager", message=f"G trains without torch.compile: {why}")
-            return
-        self.emit("compile", status="compiling", message="compiling G for this machine (minutes the first time)")
-        started = time.perf_counter()
-        try:
-            compiled = compile_synthesis(G, micro, g_trainable, self.device, self.dtype, not cfg.reuse_fakes)
-        except Exception as exc:  # whatever inductor raises: the run goes on eagerly
-            first_line = (str(exc).strip().splitlines() or [""])[0][:300]
-            self.emit(
-                "compile",
-                status="eager",
-                seconds=time.perf_counter() - started,
-                message=f"G trains without torch.compile: compiling failed ({type(exc).__name__}: {first_line})",
+        budget = cfg.time_budget_s
+        networks = [
+            (
+                "G",
+                synthesis_compile_unavailable(self.device, self.world, self.family, steps_left, budget),
+                lambda: compile_synthesis(G_train.G, micro, g_trainable, self.device, self.dtype, not cfg.reuse_fakes),
+                lambda compiled: setattr(G_train, "compiled_synthesis", compiled),
             )
+        ]
+        if isinstance(D, ProjectedDiscriminator):
+            networks.append(
+                (
+                    "D's feature network",
+                    compile_unavailable(self.device, self.world, steps_left, budget),
+                    lambda: compile_features(D, micro, self.device, self.dtype),
+                    lambda compiled: setattr(D, "compiled_features", compiled),
+                )
+            )
+        notes = [f"{name} trains without torch.compile: {why}" for name, why, _, _ in networks if why is not None]
+        to_compile = [(name, build, install) for name, why, build, install in networks if why is None]
+        if not to_compile:
+            self.emit("compile", status="eager", message="; ".join(notes))
             return
-        G_train.compiled_synthesis = compiled
+        names = " and ".join(name for name, _, _ in to_compile)
+        self.emit("compile", status="compiling", message=f"compiling {names} for this machine (minutes the first time)")
+        started = time.perf_counter()
+        compiled_names = []
+        for name, build, install in to_compile:
+            try:
+                install(build())
+            except Exception as exc:  # whatever inductor raises: that network trains eagerly
+                first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+                failure = f"compiling failed ({type(exc).__name__}: {first_line})"
+                notes.append(f"{name} trains without torch.compile: {failure}")
+            else:
+                compiled_names.append(name)
         seconds = time.perf_counter() - started
-        self.emit("compile", status="compiled", seconds=seconds, message=f"G compiled in {seconds:.0f} s")
+        done = [f"{' and '.join(compiled_names)} compiled in {seconds:.0f} s"] if compiled_names else []
+        status = "compiled" if compiled_names else "eager"
+        self.emit("compile", status=status, seconds=seconds, message="; ".join(done + notes))
 
     def _update_ema(self, G: Generator, G_ema: Generator, cur_nimg: int) -> None:
         cfg = self.config

@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -212,6 +213,8 @@ class ProjectedDiscriminator(nn.Module):
             raise ValueError(f"the projected discriminator's norm is one of {PROJECTED_NORMS}, not {norm!r}")
         self.init_kwargs = dict(input_size=input_size, seed=seed, width=width, norm=norm)
         self.input_size = input_size
+        # The frozen network's forward compiled for this D's passes without gradients (training.compiled).
+        self.compiled_features: Callable[[Tensor], list[Tensor]] | None = None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.projection = RandomProjection(seed)
@@ -227,5 +230,11 @@ class ProjectedDiscriminator(nn.Module):
         # The same input scaling as FD-EffNet's (pixels - 127) / 128, from [-1, 1] rather than from pixels.
         dtype = torch.get_autocast_dtype(img.device.type) if torch.is_autocast_enabled(img.device.type) else None
         x = (img * (127.5 / 128) + 0.5 / 128).to(dtype or torch.float32).contiguous(memory_format=torch.channels_last)
-        features = self.projection(stage_features(frozen_backbone(img.device, dtype), x))
+        net = frozen_backbone(img.device, dtype)
+        if x.requires_grad:  # G's pass (and R1): the gradient flows back through the frozen network to the image
+            features = stage_features(net, x)
+        else:
+            with torch.no_grad():
+                features = self.compiled_features(x) if self.compiled_features else stage_features(net, x)
+        features = self.projection(features)
         return torch.cat([head(f).flatten(1) for head, f in zip(self.heads, features, strict=True)], dim=1)

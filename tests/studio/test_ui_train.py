@@ -215,13 +215,15 @@ def test_a_time_budget_shows_measuring_then_its_length(qtbot, window):
     assert panel.bar.value() == 500 and panel.bar.text() == "50 %"
 
 
-def test_compiling_g_is_shown_until_the_first_step(qtbot, window):
+def test_compiling_is_shown_until_the_first_step(qtbot, window):
     panel = window.train_panel
     panel.handle_event({"event": "started", "kimg": 200.0, "device": "CPU", "dataset_size": 24, "resolution": 64})
-    panel.handle_event({"event": "compile", "status": "compiling", "message": "compiling G for this machine"})
-    assert panel.status.text().startswith("Compiling the generator for this machine before the first step")
-    panel.handle_event({"event": "compile", "status": "compiled", "seconds": 61.0, "message": "G compiled in 61 s"})
-    assert panel.status.text().startswith("Compiling the generator")
+    panel.handle_event({"event": "compile", "status": "compiling",
+                        "message": "compiling G and D's feature network for this machine"})
+    assert panel.status.text().startswith("Compiling the networks for this machine before the first step")
+    panel.handle_event({"event": "compile", "status": "compiled", "seconds": 61.0,
+                        "message": "G and D's feature network compiled in 61 s"})
+    assert panel.status.text().startswith("Compiling the networks")
     panel.handle_event({"event": "progress", "step": 1, "kimg": 0.016, "total_kimg": 200.0, "losses": {"G": 1.0},
                         "images_per_s": 21.0, "eta_s": 9000.0})
     assert panel.status.text().startswith("0.02 / 200 kimg · step 1 · 21.0 img/s")

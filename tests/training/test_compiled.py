@@ -1,4 +1,5 @@
-"""G's synthesis compiled by torch.compile for training: the same step, and eager wherever it cannot or does not pay."""
+"""G's synthesis and a projected D's feature network compiled by torch.compile for training: the same step, and
+eager wherever it cannot or does not pay."""
 
 from __future__ import annotations
 
@@ -8,12 +9,22 @@ import pytest
 import torch
 
 import training.compiled as compiled_module
+import training.loop as loop_module
 from models.checkpoints import load_checkpoint
 from models.device import COMPILE_ENV, CXX_COMPILERS
 from models.stylegan2 import Generator
 from tests.training.conftest import TINY, tiny_config
-from training.compiled import COMPILE_MIN_SECONDS, COMPILE_MIN_STEPS, compile_synthesis, synthesis_compile_unavailable
+from training.compiled import (
+    COMPILE_MIN_SECONDS,
+    COMPILE_MIN_STEPS,
+    compile_features,
+    compile_synthesis,
+    compile_unavailable,
+    synthesis_compile_unavailable,
+)
+from training.config import PRESETS
 from training.loop import train
+from training.projected import ProjectedDiscriminator, frozen_backbone, stage_features
 from training.run_dir import RunDir
 
 CPU = torch.device("cpu")
@@ -27,6 +38,11 @@ def tiny_generator() -> Generator:
         mapping_kwargs={"num_layers": TINY["map_layers"]},
         synthesis_kwargs={"channel_base": TINY["channel_base"], "channel_max": TINY["channel_max"]},
     )
+
+
+def projected_config(data, out, **overrides):
+    values = dict(kimg=0.032, precision="fp32", resolution=32, projected_size=64)
+    return tiny_config(data, out, **{**values, **PRESETS["finetune-fast"], **overrides})
 
 
 def final_weights(out) -> dict[str, torch.Tensor]:
@@ -73,16 +89,40 @@ def test_a_run_compiles_g_before_its_first_step_and_trains(tmp_path, discs_folde
     assert all(torch.isfinite(v).all() for v in final_weights(tmp_path / "run").values())
 
 
-def test_the_probe_leaves_the_run_as_an_eager_run_would_be(tmp_path, discs_folder, monkeypatch):
-    """With torch.compile standing in as the identity, the probe runs G's step on a throwaway batch and the run
-    trains through the probed function: to the bit the weights of a run that never compiled (the probe leaves
-    the random stream, gradients and requires_grad as they were)."""
-    train(tiny_config(discs_folder, tmp_path / "eager", style_mixing=0.9))
+@needs_compiler
+def test_compiled_feature_network_computes_the_same_features():
+    """The projected D's frozen network compiled for its passes without gradients (its weights folded in as
+    constants) gives eager's features, and D's logits through it are eager's."""
+    D = ProjectedDiscriminator(64, seed=1, norm="batch").eval()  # eval: spectral norm's vectors stay put
+    compiled = compile_features(D, 4, CPU, None)
+    img = torch.rand([4, 3, 32, 32], generator=torch.Generator().manual_seed(2)) * 2 - 1
+    x = torch.nn.functional.interpolate(img, size=(64, 64), mode="bilinear")
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        eager_features, compiled_features = stage_features(frozen_backbone(CPU), x), compiled(x)
+        eager_logits = D(img)
+        D.compiled_features = compiled
+        compiled_logits = D(img)
+    for want, got in zip(eager_features, compiled_features, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-4 * float(want.abs().max()), rtol=1e-4)
+    torch.testing.assert_close(compiled_logits, eager_logits, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("discriminator", ["stylegan", "projected"])
+def test_the_probe_leaves_the_run_as_an_eager_run_would_be(tmp_path, discs_folder, monkeypatch, discriminator):
+    """With torch.compile standing in as the identity, the probes run G's step and the projected D's feature
+    network on throwaway batches, and the run trains through the probed functions: to the bit the weights of a
+    run that never compiled (the probes leave the random stream, gradients and requires_grad as they were)."""
+    config = tiny_config if discriminator == "stylegan" else projected_config
+    train(config(discs_folder, tmp_path / "eager", style_mixing=0.9))
     monkeypatch.setenv(COMPILE_ENV, "1")
     monkeypatch.setattr(compiled_module.torch, "compile", lambda fn, **kwargs: fn)
     events: list[dict] = []
-    train(tiny_config(discs_folder, tmp_path / "probed", style_mixing=0.9), events.append)
-    assert [e["status"] for e in events if e["event"] == "compile"] == ["compiling", "compiled"]
+    train(config(discs_folder, tmp_path / "probed", style_mixing=0.9), events.append)
+    compile_events = [e for e in events if e["event"] == "compile"]
+    assert [e["status"] for e in compile_events] == ["compiling", "compiled"]
+    compiled = "G and D's feature network" if discriminator == "projected" else "G"
+    assert compile_events[-1]["message"].startswith(f"{compiled} compiled in ")
     eager, probed = final_weights(tmp_path / "eager"), final_weights(tmp_path / "probed")
     assert eager.keys() == probed.keys()
     for key, value in eager.items():
@@ -103,6 +143,26 @@ def test_a_failed_compile_says_why_and_the_run_trains_eagerly(tmp_path, discs_fo
     assert [e["status"] for e in compile_events] == ["compiling", "eager"]
     assert "compiling failed (RuntimeError: InvalidCxxCompiler: no working C++ compiler found)" in (
         compile_events[-1]["message"]
+    )
+    assert result["status"] == "completed"
+
+
+def test_a_failed_feature_network_compile_leaves_g_compiled(tmp_path, discs_folder, monkeypatch):
+    def failing(*args):
+        raise RuntimeError("CppCompileError: C++ compile error\nmore detail")
+
+    monkeypatch.setenv(COMPILE_ENV, "1")
+    monkeypatch.setattr(compiled_module.torch, "compile", lambda fn, **kwargs: fn)
+    monkeypatch.setattr(loop_module, "compile_features", failing)
+    events: list[dict] = []
+    result = train(projected_config(discs_folder, tmp_path / "run", kimg=0.016), events.append)
+    compile_events = [e for e in events if e["event"] == "compile"]
+    assert [e["status"] for e in compile_events] == ["compiling", "compiled"]
+    message = compile_events[-1]["message"]
+    assert message.startswith("G compiled in ")
+    assert message.endswith(
+        "D's feature network trains without torch.compile: compiling failed (RuntimeError: CppCompileError: C++ "
+        "compile error)"
     )
     assert result["status"] == "completed"
 
@@ -130,3 +190,14 @@ def test_where_g_trains_eagerly(monkeypatch):
     monkeypatch.delenv(COMPILE_ENV)
     monkeypatch.setattr(shutil, "which", lambda name: None)
     assert "no C++ compiler" in synthesis_compile_unavailable(CPU, **long_run)
+
+
+def test_a_projected_d_compiles_its_feature_network_whatever_the_generator(monkeypatch):
+    """The feature network's compile asks what G's does, save G's family: a StyleGAN3's run compiles it."""
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.delenv(COMPILE_ENV, raising=False)
+    long_run = dict(world=1, steps_left=COMPILE_MIN_STEPS, seconds=None)
+    assert "not stylegan3" in synthesis_compile_unavailable(CPU, family="stylegan3", **long_run)
+    assert compile_unavailable(CPU, **long_run) is None
+    assert "one process" in compile_unavailable(CPU, **{**long_run, "world": 2})
+    assert "too short" in compile_unavailable(CPU, **{**long_run, "steps_left": 1})

@@ -779,8 +779,8 @@ class TrainPanel(QWidget):
                 self._update_buttons()
         elif kind == "compile" and event.get("status") == "compiling":
             self.status.setText(
-                "Compiling the generator for this machine before the first step: a minute or two the first "
-                "time, seconds after; it then trains faster."
+                "Compiling the networks for this machine before the first step: a minute or two the first "
+                "time, seconds after; they then train faster."
             )
         elif kind == "progress":
             self._progress(event)

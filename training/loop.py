@@ -653,6 +653,13 @@ class Trainer:
         z_dim = G.z_dim
         losses: dict[str, torch.Tensor] = {}  # detached: reading them here would sync with a GPU every step
         g_fakes: list[torch.Tensor] = []
+        g_features: list[list[torch.Tensor]] = []
+        reuse_features = cfg.reuse_fakes and cfg.reuse_fake_features and isinstance(D, ProjectedDiscriminator)
+
+        def judge_keeping_features(img: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+            features = D.project(img)
+            g_features.append([f.detach() for f in features])
+            return ddp_D(None, c, features=features)
 
         def sync_context(module: nn.Module, last: bool):
             return module.no_sync() if (self.world > 1 and not last) else contextlib.nullcontext()
@@ -673,7 +680,8 @@ class Trainer:
                 if kind == "main":
                     with autocast(self.device, self.dtype), no_sync(ddp_D):
                         fake, _ = ddp_G(z, None, update_emas=True)
-                        loss = generator_loss(ddp_D, fake, None, augment, cfg.gan_loss)
+                        judge = judge_keeping_features if reuse_features else ddp_D
+                        loss = generator_loss(judge, fake, None, augment, cfg.gan_loss)
                     self.guard.backward(loss / rounds)
                     losses["G"] = losses.get("G", 0.0) + loss.detach().float() / rounds
                     if cfg.reuse_fakes:
@@ -707,8 +715,9 @@ class Trainer:
             with sync_context(ddp_D, last):
                 with autocast(self.device, self.dtype):
                     loss, stats, real_logits = discriminator_loss(
-                        ddp_D, fake, real, None, augment, r1_gamma, r1_gain, cfg.gan_loss
-                    )
+                        ddp_D, fake, real, None, augment, r1_gamma, r1_gain, cfg.gan_loss,
+                        fake_features=g_features[r] if reuse_features else None,
+                    )  # fmt: skip
                 self.guard.backward(loss / rounds)
             if ada is not None:
                 ada.accumulate(real_logits)

@@ -80,9 +80,11 @@ def discriminator_loss(
     r1_gamma: float,
     r1_gain: float,
     kind: str = "logistic",
+    fake_features: list[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
     """softplus(D(fake)) + softplus(-D(real)), or for `kind="hinge"` relu(1 + D(fake)) + relu(1 - D(real));
-    plus R1 · gamma/2 · gain when r1_gain > 0 (lazy regularisation).
+    plus R1 · gamma/2 · gain when r1_gain > 0 (lazy regularisation). `fake_features`: a projected D's features
+    of the (augmented) fakes, computed before; its heads judge them in place of `fake`.
 
     Returns the loss, logged values (detached 0-d tensors), and the real logits (ADA reads their signs).
 
@@ -93,7 +95,10 @@ def discriminator_loss(
     do_r1 = r1_gain > 0 and r1_gamma > 0
     real_in = real.detach().requires_grad_(do_r1)
     with parametrize.cached():
-        fake_logits = D(augment(fake.detach()), c)
+        if fake_features is not None:
+            fake_logits = D(None, c, features=fake_features)
+        else:
+            fake_logits = D(augment(fake.detach()), c)
         real_logits = D(augment(real_in), c)
     if kind == "hinge":
         loss = F.relu(1 + fake_logits.float()).mean() + F.relu(1 - real_logits.float()).mean()

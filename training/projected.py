@@ -223,7 +223,19 @@ class ProjectedDiscriminator(nn.Module):
                 for channels, stride in zip(MIXED_CHANNELS, (4, 8, 16, 32), strict=True)
             )
 
-    def forward(self, img: Tensor, c: Tensor | None = None) -> Tensor:  # noqa: ARG002 - unconditional
+    def forward(
+        self,
+        img: Tensor | None,
+        c: Tensor | None = None,  # noqa: ARG002 - unconditional
+        features: list[Tensor] | None = None,
+    ) -> Tensor:
+        """Logits for `img`, or for `features` that `project` computed before (judged again by the heads alone)."""
+        if features is None:
+            features = self.project(img)
+        return torch.cat([head(f).flatten(1) for head, f in zip(self.heads, features, strict=True)], dim=1)
+
+    def project(self, img: Tensor) -> list[Tensor]:
+        """The four scales' features the heads judge: the frozen network's, mixed by the fixed projections."""
         if img.shape[-1] != self.input_size or img.shape[-2] != self.input_size:
             shrinking = img.shape[-1] > self.input_size
             img = F.interpolate(img, size=(self.input_size,) * 2, mode="bilinear", antialias=shrinking)
@@ -236,5 +248,4 @@ class ProjectedDiscriminator(nn.Module):
         else:
             with torch.no_grad():
                 features = self.compiled_features(x) if self.compiled_features else stage_features(net, x)
-        features = self.projection(features)
-        return torch.cat([head(f).flatten(1) for head, f in zip(self.heads, features, strict=True)], dim=1)
+        return self.projection(features)

@@ -560,10 +560,12 @@ def test_ddp_a_failure_on_rank_0_stops_every_rank(tmp_path):
 def test_ddp_two_processes_train_in_step(tmp_path, discs_folder, discriminator, port):
     """torchrun, two CPU processes over gloo: the run completes and the replicas' weights agree at every
     checkpoint (the loop compares them and stops on divergence). With the projected D, DDP syncs only its
-    heads: the frozen network is not a submodule, and every rank derives the same projections from the seed."""
+    heads: the frozen network is not a submodule, and every rank derives the same projections from the seed;
+    its heads also judge the features of G's pass through DDP (reuse_fake_features)."""
     out = tmp_path / "run"
+    reuse = ["--set", "reuse_fakes=true", "--set", "reuse_fake_features=true"]
     extra = ["--discriminator", discriminator] + (
-        ["--aug", "diffaug", "--set", "gan_loss=hinge", "--set", "projected_size=64"]
+        ["--aug", "diffaug", "--set", "gan_loss=hinge", "--set", "projected_size=64", *reuse]
         if discriminator == "projected"
         else []
     )

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import training.loop as loop_module
 from models.checkpoints import load_checkpoint
 from tests.training.conftest import tiny_config
 from training.cli import build_parser, config_from_args
@@ -163,6 +164,46 @@ def test_d_step_computes_the_spectral_norms_once_for_fakes_and_reals(monkeypatch
     assert torch.equal(stats["D_fake"], stats["D_real"])
     loss.backward()  # the same logits for fakes and reals: their hinge gradients cancel, but every one is there
     assert all(p.grad is not None for p in D.heads.parameters())
+
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_d_can_judge_the_features_g_was_judged_on(tmp_path, discs_folder, monkeypatch, reuse):
+    """With reuse_fake_features, D's step judges the features of the fakes that G's pass computed (two
+    micro-batches a step, each matched), so the frozen network runs twice per micro-batch instead of three times."""
+    projected: list[list[torch.Tensor]] = []
+    judged: list[list[torch.Tensor] | None] = []
+    project = ProjectedDiscriminator.project
+
+    def recording_project(self, img):
+        features = project(self, img)
+        projected.append([f.detach().clone() for f in features])
+        return features
+
+    def recording_discriminator_loss(D, fake, *args, fake_features=None, **kwargs):
+        judged.append(fake_features)
+        return discriminator_loss(D, fake, *args, fake_features=fake_features, **kwargs)
+
+    monkeypatch.setattr(ProjectedDiscriminator, "project", recording_project)
+    monkeypatch.setattr(loop_module, "discriminator_loss", recording_discriminator_loss)
+    config = projected_config(
+        discs_folder, tmp_path / "run", kimg=0.024, batch=8, batch_gpu=4, reuse_fake_features=reuse
+    )
+    assert train(config)["status"] == "completed"
+
+    steps, micro = 3, 2
+    assert len(judged) == steps * micro
+    if not reuse:
+        assert judged == [None] * len(judged) and len(projected) == steps * micro * 3
+        return
+    assert len(projected) == steps * micro * 2  # G's pass, then D's step on the reals
+    for step in range(steps):
+        for r in range(micro):
+            g_pass = projected[step * micro * 2 + r]
+            d_fakes = judged[step * micro + r]
+            assert all(not f.requires_grad for f in d_fakes)
+            for want, got in zip(g_pass, d_fakes, strict=True):
+                assert torch.equal(got, want)
 
 
 @pytest.mark.slow

@@ -543,6 +543,8 @@ class Trainer:
             if (report := self.guard.end_step(losses)) is not None:
                 self.emit("warning", step=step, **report)
                 self.dtype = self.guard.dtype  # fp32 from the next step on, if it fell back
+                if report.get("fallback") and isinstance(parts.D, ProjectedDiscriminator):
+                    parts.D.compiled_features = None  # compiled around the frozen network's 16-bit weights
             for k, v in losses.items():
                 tick_losses.setdefault(k, []).append(v)
             self._update_ema(G, G_ema, cur_nimg)

@@ -24,6 +24,7 @@ from training.compiled import (
 )
 from training.config import PRESETS
 from training.loop import train
+from training.numerics import StepGuard
 from training.projected import ProjectedDiscriminator, frozen_backbone, stage_features
 from training.run_dir import RunDir
 
@@ -164,6 +165,27 @@ def test_a_failed_feature_network_compile_leaves_g_compiled(tmp_path, discs_fold
         "D's feature network trains without torch.compile: compiling failed (RuntimeError: CppCompileError: C++ "
         "compile error)"
     )
+    assert result["status"] == "completed"
+
+
+def test_a_fall_back_to_fp32_leaves_the_16_bit_compiled_feature_network(tmp_path, discs_folder, monkeypatch):
+    """The feature network is compiled around its bf16 weights: once a run falls back to fp32, D's step runs
+    the fp32 network eagerly instead."""
+    end_step = StepGuard.end_step
+
+    def falling_back(self, losses):
+        report = end_step(self, losses)
+        if self.dtype is None:
+            return report
+        self._fall_back()
+        return {"fallback": "fp32", "message": "test: the run continues in fp32"}
+
+    monkeypatch.setenv(COMPILE_ENV, "1")
+    monkeypatch.setattr(compiled_module.torch, "compile", lambda fn, **kwargs: fn)
+    monkeypatch.setattr(StepGuard, "end_step", falling_back)
+    events: list[dict] = []
+    result = train(projected_config(discs_folder, tmp_path / "run", precision="bf16"), events.append)
+    assert any(e.get("fallback") == "fp32" for e in events if e["event"] == "warning")
     assert result["status"] == "completed"
 
 

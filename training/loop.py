@@ -543,8 +543,6 @@ class Trainer:
             if (report := self.guard.end_step(losses)) is not None:
                 self.emit("warning", step=step, **report)
                 self.dtype = self.guard.dtype  # fp32 from the next step on, if it fell back
-                if report.get("fallback") and isinstance(parts.D, ProjectedDiscriminator):
-                    parts.D.compiled_features = None  # compiled around the frozen network's 16-bit weights
             for k, v in losses.items():
                 tick_losses.setdefault(k, []).append(v)
             self._update_ema(G, G_ema, cur_nimg)
@@ -756,7 +754,7 @@ class Trainer:
                     "D's feature network",
                     compile_unavailable(self.device, self.world, steps_left, budget),
                     lambda: compile_features(D, micro, self.device, self.dtype),
-                    lambda compiled: setattr(D, "compiled_features", compiled),
+                    lambda compiled: D.compiled_features.update({self.dtype: compiled}),
                 )
             )
         notes = [f"{name} trains without torch.compile: {why}" for name, why, _, _ in networks if why is not None]

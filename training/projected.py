@@ -213,8 +213,10 @@ class ProjectedDiscriminator(nn.Module):
             raise ValueError(f"the projected discriminator's norm is one of {PROJECTED_NORMS}, not {norm!r}")
         self.init_kwargs = dict(input_size=input_size, seed=seed, width=width, norm=norm)
         self.input_size = input_size
-        # The frozen network's forward compiled for this D's passes without gradients (training.compiled).
-        self.compiled_features: Callable[[Tensor], list[Tensor]] | None = None
+        # The frozen network's forward compiled for this D's passes without gradients (training.compiled), by
+        # autocast dtype (None: fp32), as `frozen_backbone` keeps one network per dtype: a run that falls back
+        # to fp32 finds none compiled for it and runs eagerly.
+        self.compiled_features: dict[torch.dtype | None, Callable[[Tensor], list[Tensor]]] = {}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.projection = RandomProjection(seed)
@@ -247,5 +249,6 @@ class ProjectedDiscriminator(nn.Module):
             features = stage_features(net, x)
         else:
             with torch.no_grad():
-                features = self.compiled_features(x) if self.compiled_features else stage_features(net, x)
+                compiled = self.compiled_features.get(dtype)
+                features = compiled(x) if compiled else stage_features(net, x)
         return self.projection(features)

@@ -17,8 +17,9 @@ paper's 256, because the feature network dominates the cost of a step on a CPU (
 30 CPU-minutes: 64 trained 1.5x the images but ended further away on FD-EffNet, 112 against 105, and level on
 C2ST); the 3x3 cross-scale convolutions run at the coarser scale before upsampling, 4x cheaper than after.
 Without norm a logit depends on its own image only. With batch norms it also depends on the images judged
-with it: the reals and the fakes are passed separately, so D sees each set's statistics; they are those of
-one micro-batch on one process (as the paper's per-GPU batches), and no running averages are kept. On Noto
+with it: the reals and the fakes are normalised as separate sets (in one pass of the heads), so D sees each
+set's statistics; they are those of one micro-batch on one process (as the paper's per-GPU batches), and no
+running averages are kept. On Noto
 (benchmarks/quality.py, two seeds) they brought FD-EffNet 4-7 points closer and stopped its drift back up
 after the first minutes, at the same speed; C2ST did not move.
 
@@ -171,11 +172,31 @@ class RandomProjection(nn.Module):
         return out
 
 
+class SetwiseBatchNorm2d(nn.BatchNorm2d):
+    """A batch norm over batch statistics (no running averages) that can normalise a batch made of `sets` equal
+    sets of images, each by its own statistics: as if each set had been passed alone."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels, track_running_stats=False)
+
+    def forward(self, x: Tensor, sets: int = 1) -> Tensor:
+        if sets == 1:
+            return super().forward(x)
+        n, c, h, w = x.shape
+        per_set = n // sets
+        # each set's channels side by side: one native batch norm computes every set's statistics
+        side_by_side = x.view(sets, per_set, c, h, w).transpose(0, 1).reshape(per_set, sets * c, h, w)
+        weight, bias = self.weight.repeat(sets), self.bias.repeat(sets)
+        y = F.batch_norm(side_by_side, None, None, weight, bias, training=True, momentum=0.0, eps=self.eps)
+        return y.view(per_set, sets, c, h, w).transpose(0, 1).reshape(n, c, h, w)
+
+
 class ScaleHead(nn.Module):
     """One scale's discriminator: strided 4x4 convolutions down to 4x4, a 3x3 convolution, a 1x1 to logits.
 
     With `norm="batch"` each strided convolution is followed by a batch norm that always uses the statistics
-    of the images passed together (no running averages), as in the paper's heads."""
+    of the images passed together (no running averages), as in the paper's heads, or of each of the `sets`
+    equal sets that they form."""
 
     def __init__(self, channels: int, size: int, width: int, norm: str = "none"):
         super().__init__()
@@ -183,7 +204,7 @@ class ScaleHead(nn.Module):
         while size > LOGIT_SIZE:
             layers.append(spectral_norm(nn.Conv2d(channels, width, 4, 2, 1)))
             if norm == "batch":
-                layers.append(nn.BatchNorm2d(width, track_running_stats=False))
+                layers.append(SetwiseBatchNorm2d(width))
             layers.append(nn.LeakyReLU(0.2))
             channels, size = width, size // 2
         layers += [
@@ -193,8 +214,10 @@ class ScaleHead(nn.Module):
         ]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+    def forward(self, x: Tensor, sets: int = 1) -> Tensor:
+        for layer in self.net:
+            x = layer(x, sets) if isinstance(layer, SetwiseBatchNorm2d) else layer(x)
+        return x
 
 
 class ProjectedDiscriminator(nn.Module):
@@ -230,11 +253,16 @@ class ProjectedDiscriminator(nn.Module):
         img: Tensor | None,
         c: Tensor | None = None,  # noqa: ARG002 - unconditional
         features: list[Tensor] | None = None,
+        sets: int = 1,
     ) -> Tensor:
-        """Logits for `img`, or for `features` that `project` computed before (judged again by the heads alone)."""
+        """Logits for `img`, or for `features` that `project` computed before (judged again by the heads alone).
+
+        `sets`: the images are that many equal sets (a D step's fakes and reals), which the heads' batch norms
+        normalise apart, as if each set were judged by itself; one pass through the heads for all of them."""
         if features is None:
             features = self.project(img)
-        return torch.cat([head(f).flatten(1) for head, f in zip(self.heads, features, strict=True)], dim=1)
+        logits = [head(f, sets).flatten(1) for head, f in zip(self.heads, features, strict=True)]
+        return torch.cat(logits, dim=1)
 
     def project(self, img: Tensor) -> list[Tensor]:
         """The four scales' features the heads judge: the frozen network's, mixed by the fixed projections."""

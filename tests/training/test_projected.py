@@ -145,7 +145,6 @@ def test_hinge_losses():
     assert generator_loss(D, fake, None, lambda x: x, "hinge").item() == pytest.approx(1.375)
 
 
-
 def test_d_step_computes_the_spectral_norms_once_for_fakes_and_reals(monkeypatch):
     """One power iteration per spectral norm per D step, so the fakes and the reals are judged by the same
     weights: the same images passed as both get the same logits, and the loss reaches every head's weights."""
@@ -164,6 +163,31 @@ def test_d_step_computes_the_spectral_norms_once_for_fakes_and_reals(monkeypatch
     assert torch.equal(stats["D_fake"], stats["D_real"])
     loss.backward()  # the same logits for fakes and reals: their hinge gradients cancel, but every one is there
     assert all(p.grad is not None for p in D.heads.parameters())
+
+
+def test_d_step_judges_fakes_and_reals_in_one_pass_as_each_set_alone():
+    """discriminator_loss passes a projected D's fakes and reals through its heads at once, as two sets whose
+    batch norms each see their own statistics: the logits and every head's gradients are those of judging each
+    set by itself. (In eval mode, so that spectral norm's power iteration leaves the weights alike between the
+    passes; the batch norms keep no running averages and use each pass's statistics in either mode.)"""
+    D = ProjectedDiscriminator(64, seed=3, norm="batch").eval()
+    passes = []
+    hooks = [head.register_forward_hook(lambda head, *_: passes.append(head)) for head in D.heads]
+    fake, real = images(4, 32, seed=1), images(4, 32, seed=2)
+    loss, stats, real_logits = discriminator_loss(D, fake, real, None, lambda img: img, 0.0, 0.0, "hinge")
+    loss.backward()
+    assert passes == list(D.heads)  # each head once
+    for hook in hooks:
+        hook.remove()
+    together = {name: p.grad for name, p in D.named_parameters()}
+    D.zero_grad(set_to_none=True)
+    fake_alone, real_alone = D(fake), D(real)
+    (F.relu(1 + fake_alone).mean() + F.relu(1 - real_alone).mean()).backward()
+    torch.testing.assert_close(real_logits, real_alone)
+    torch.testing.assert_close(stats["D_fake"], fake_alone.mean())
+    assert (fake_alone - D(torch.cat([fake, real]))[:4]).abs().mean() > 0.01 * fake_alone.abs().mean()  # 1 set
+    for name, p in D.named_parameters():
+        torch.testing.assert_close(together[name], p.grad, msg=name)
 
 
 

@@ -133,14 +133,25 @@ def train_for_cpu_budget(
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+
     kept, next_mark, started_cpu, stopping = [], every_s, None, False
-    rates, wall_start = [], time.time()
+    rates, wall_start, last_checkpoint, last_cpu = [], time.time(), None, 0.0
+
+    def keep_checkpoint(cpu: float, event: dict) -> None:
+        if kept and kept[-1]["kimg"] == event["kimg"]:  # a stop re-saves the checkpoint just kept
+            return
+        path = keep / f"cpu-{cpu:07.1f}s.safetensors"
+        shutil.copyfile(event["path"], path)
+        kept.append({"cpu_s": cpu, "kimg": event["kimg"], "path": str(path)})
+        print(f"  {spec}: {cpu / 60:.2f} CPU-min, {event['kimg']:.2f} kimg", flush=True)
+
     for line in proc.stdout:
         if not line.startswith("{"):
             continue
         event = json.loads(line)
         try:
             cpu = process_cpu_seconds(proc.pid)
+            last_cpu = cpu
         except (OSError, IndexError, ValueError):  # it has just exited
             cpu = None
         kind = event["event"]
@@ -153,18 +164,17 @@ def train_for_cpu_budget(
             if cpu is not None and cpu >= budget_s and not stopping:
                 RunDir(run).request_stop()
                 stopping = True
-        elif kind == "checkpoint" and cpu is not None and (cpu >= next_mark or stopping):
-            if kept and kept[-1]["kimg"] == event["kimg"]:  # the stop re-saved the checkpoint just kept
-                continue
-            path = keep / f"cpu-{cpu:07.1f}s.safetensors"
-            shutil.copyfile(event["path"], path)
-            kept.append({"cpu_s": cpu, "kimg": event["kimg"], "path": str(path)})
-            while next_mark <= cpu:
-                next_mark += every_s
-            print(f"  {spec}: {cpu / 60:.2f} CPU-min, {event['kimg']:.2f} kimg", flush=True)
+        elif kind == "checkpoint":
+            last_checkpoint = (cpu if cpu is not None else last_cpu, event)
+            if cpu is not None and (cpu >= next_mark or stopping):
+                keep_checkpoint(cpu, event)
+                while next_mark <= cpu:
+                    next_mark += every_s
     proc.wait()
     if proc.returncode != 0:
         raise RuntimeError(f"{spec}: training exited with {proc.returncode}")
+    if last_checkpoint is not None:  # a run given its own length (--set kimg=…) can end before the budget
+        keep_checkpoint(*last_checkpoint)
     last = kept[-1]
     return {
         "recipe": spec,

@@ -40,8 +40,10 @@ def test_logit_maps_of_the_four_scales():
 
 
 def test_folded_backbone_matches_the_metrics_network():
-    """Batch norms folded into the convolutions, and symmetric paddings done by them, compute the same stage
-    features as FD-EffNet's network."""
+    """Batch norms folded into the convolutions, and "same" paddings done by them (the strided ones' one-sided
+    paddings by a kernel with a zero first row and column), compute the same stage features as FD-EffNet's
+    network."""
+    assert not any(isinstance(module, torch.nn.ZeroPad2d) for module in frozen_backbone(CPU).modules())
     x = images(2, 64, seed=1).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         reference = stage_features(feature_extractor(CPU), x)
@@ -67,7 +69,7 @@ def test_bf16_backbone_takes_its_strided_depthwise_input_gradients_in_fp32():
         upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(3)).bfloat16()
         out.backward(upstream)
         x32 = x.detach().float().requires_grad_(True)
-        ref = F.conv2d(conv.pad(x32), conv.weight32, conv.bias.float(), conv.stride, 0, 1, conv.groups)
+        ref = F.conv2d(conv.pad(x32), conv.weight32, conv.bias.float(), conv.stride, conv.padding, 1, conv.groups)
         ref.backward(upstream.float())
         assert out.dtype == x.grad.dtype == torch.bfloat16
         torch.testing.assert_close(out.float(), ref, atol=0.02 * float(ref.abs().max()), rtol=0.02)

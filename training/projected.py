@@ -104,8 +104,9 @@ def frozen_backbone(device: torch.device, dtype: torch.dtype | None = None) -> n
 
 
 class Fp32InputGradient(nn.Module):
-    """A frozen strided depthwise convolution (with its "same" zero padding) run in its input's dtype, whose
-    input gradient is computed in fp32 (a transposed convolution) and handed back in that dtype.
+    """A frozen strided depthwise convolution (its "same" padding done by the convolution, as `frozen_backbone`
+    leaves it) run in its input's dtype, whose input gradient is computed in fp32 (a transposed convolution) and
+    handed back in that dtype.
 
     oneDNN's backward of a strided depthwise convolution is 2-8x slower in bf16 than in fp32 on a CPU (the four
     of Lite0's first 12 blocks took 10 % of a finetune-fast step), while its forward is faster in bf16; the
@@ -114,13 +115,11 @@ class Fp32InputGradient(nn.Module):
 
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
-        self.pad = conv.static_padding
         self.weight, self.bias = conv.weight, conv.bias  # frozen, in the network's dtype
         self.weight32 = conv.weight.detach().float()
         self.stride, self.padding, self.groups = conv.stride, conv.padding, conv.groups
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.pad(x)
         return _Fp32InputGradientConv.apply(
             x, self.weight, self.bias, self.weight32, self.stride, self.padding, self.groups
         )

@@ -79,7 +79,10 @@ def compile_synthesis(
             for p in trainable:
                 p.requires_grad_(True)
             with autocast(device, dtype):
-                img = compiled(ws.requires_grad_(True), noise_mode="random")
+                # As in G's step: its latents need a gradient only where the mapping network trains.
+                trainable_ids = {id(p) for p in trainable}
+                mapping_trains = any(id(p) in trainable_ids for p in G.mapping.parameters())
+                img = compiled(ws.requires_grad_(mapping_trains), noise_mode="random")
             img.float().sum().backward()
             G.requires_grad_(False)
             if without_grad:

@@ -77,6 +77,24 @@ def test_compiled_synthesis_computes_the_same_images_and_gradients():
 
 
 @needs_compiler
+@pytest.mark.parametrize("mapping_frozen", [False, True])
+def test_the_probe_compiles_the_graph_of_g_step(mapping_frozen, monkeypatch):
+    """The probe's pass is G's step: with the mapping network frozen (finetune-few) the latents need no
+    gradient, and the step must reuse the probe's graph, not pay for a second compile."""
+    G = tiny_generator()
+    frozen = {id(p) for p in G.mapping.parameters()} if mapping_frozen else set()
+    trainable = [p for p in G.parameters() if id(p) not in frozen]
+    compiled = compile_synthesis(G, 8, trainable, CPU, None, without_grad=False)
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    for p in trainable:
+        p.requires_grad_(True)
+    z = torch.randn([8, G.z_dim])
+    compiled(G.mapping(z, None), noise_mode="random").square().mean().backward()
+    assert all(p.grad is not None for p in trainable)
+    assert all(p.grad is None for p in G.mapping.parameters()) == mapping_frozen
+
+
+@needs_compiler
 def test_a_run_compiles_g_before_its_first_step_and_trains(tmp_path, discs_folder, monkeypatch):
     monkeypatch.setenv(COMPILE_ENV, "1")  # a tiny run is too short to compile by default
     events: list[dict] = []

@@ -244,8 +244,9 @@ def main() -> None:
     card = f"""# {args.name}: GAN Studio's bundled default generator
 
 A StyleGAN2 generator ({bundle.meta.resolution}×{bundle.meta.resolution} px, {bundle.meta.num_ws} style layers) trained
-by GAN Studio's own `gan-studio-train` on the Fluent Emoji 3D images. It is small and rough: it was trained
-on two CPU cores, so it is a toy to play with and a base to fine-tune, not a showcase of StyleGAN.
+by GAN Studio's own `gan-studio-train` on the Fluent Emoji 3D images. It is small and rough: a narrow network
+trained for {wall_h:.0f} hours in all on small machines, not the GPU-weeks of NVIDIA's models, so it is a toy to
+play with and a base to fine-tune, not a showcase of StyleGAN.
 
 ![samples, seeds 0–31](./{grid_path.name})
 

@@ -3,7 +3,6 @@ its new block learns."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -14,17 +13,10 @@ from models import ops
 from models.checkpoints import load_checkpoint
 from models.seeds import z_from_seed
 from studio.engine.selftest import make_random_model
+from tests.models.network_scripts import SCRIPTS, load_script, render
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "grow_generator.py"
-spec = importlib.util.spec_from_file_location("grow_generator", SCRIPT)
-grow_generator = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(grow_generator)
-
-
-def render(G, seeds=range(4)) -> torch.Tensor:
-    z = torch.cat([z_from_seed(s, G.z_dim) for s in seeds])
-    with torch.inference_mode():
-        return G.render(z, "z", noise_mode="const")
+SCRIPT = SCRIPTS / "grow_generator.py"
+grow_generator = load_script("grow_generator")
 
 
 def test_the_grown_file_draws_the_old_images_upsampled(tmp_path: Path):

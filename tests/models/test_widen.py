@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -13,17 +12,10 @@ import torch
 from models.checkpoints import load_checkpoint
 from models.seeds import z_from_seed
 from studio.engine.selftest import make_random_model
+from tests.models.network_scripts import SCRIPTS, load_script, render
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "widen_generator.py"
-spec = importlib.util.spec_from_file_location("widen_generator", SCRIPT)
-widen_generator = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(widen_generator)
-
-
-def render(G, seeds=range(4)) -> torch.Tensor:
-    z = torch.cat([z_from_seed(s, G.z_dim) for s in seeds])
-    with torch.inference_mode():
-        return G.render(z, "z", noise_mode="const")
+SCRIPT = SCRIPTS / "widen_generator.py"
+widen_generator = load_script("widen_generator")
 
 
 def test_the_widened_file_renders_the_same_images_with_twice_the_channels(tmp_path: Path):

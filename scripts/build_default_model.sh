@@ -29,9 +29,10 @@
 #          scripts/grow_generator.py and widened alike (207 kimg). On the GPU (n = 500, the run's images) the
 #          128-px run measured FD-EffNet 91.7 and 84.8 and C2ST 0.998 and 1.000 at 100 and 200 kimg, far
 #          behind the 64-px runs (80.1, 76.9 and 78.9, 76.3; C2ST 0.93-0.95), its samples blurred (at n = 1000
-#          against the 128-px images, 69.8 and C2ST 0.999 at 207 kimg), so it stopped there. The two 64-px runs went on to 380.8 and 369.9 kimg and measured alike at n = 1000 (FD-EffNet
-#          57.8 and 57.6, C2ST 0.958 and 0.954; on the other 1000 images 60.3 and 59.9, C2ST 0.955 and 0.956), so
-#          this one, at the width the fine-tune benchmarks measure, shipped at 380.8 kimg.
+#          against the 128-px images, 69.8 and C2ST 0.999 at 207 kimg), so it stopped there. The two 64-px runs
+#          went on to 380.8 and 369.9 kimg and measured alike at n = 1000 (FD-EffNet 57.8 and 57.6, C2ST 0.958
+#          and 0.954; on the other 1000 images 60.3 and 59.9, C2ST 0.955 and 0.956), so this one, at the width
+#          the fine-tune benchmarks measure, shipped at 380.8 kimg.
 # Then write the weights and the model card into resources/models/:
 #   python scripts/model_card.py --run "$WORK/run7" --cover-seed 8
 set -euo pipefail
